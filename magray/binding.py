@@ -1,0 +1,98 @@
+"""Which models this file knows, and which one made its vectors (the binding)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import apsw
+
+from . import vectors
+from .errors import NotFound
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: str
+    sha256: str
+    source_url: str | None
+    added_at: float
+
+
+@dataclass(frozen=True)
+class Binding:
+    model_name: str
+    sha256: str
+    dim: int
+    pooling: str
+    generation: int
+    bound_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def models(conn: apsw.Connection) -> list[ModelEntry]:
+    rows = conn.execute("SELECT name, path, sha256, source_url, added_at FROM models ORDER BY name")
+    return [ModelEntry(*row) for row in rows]
+
+
+def find_model(conn: apsw.Connection, name: str) -> ModelEntry | None:
+    row = conn.execute("SELECT name, path, sha256, source_url, added_at FROM models WHERE name = ?",
+                       (name,)).fetchone()
+    return ModelEntry(*row) if row else None
+
+
+def model_by_sha(conn: apsw.Connection, sha256: str) -> ModelEntry | None:
+    row = conn.execute("SELECT name, path, sha256, source_url, added_at FROM models WHERE sha256 = ? "
+                       "ORDER BY added_at LIMIT 1", (sha256,)).fetchone()
+    return ModelEntry(*row) if row else None
+
+
+def register(conn: apsw.Connection, entry: ModelEntry) -> None:
+    conn.execute(
+        "INSERT INTO models (name, path, sha256, source_url, added_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET path = excluded.path, sha256 = excluded.sha256, "
+        "source_url = excluded.source_url",
+        (entry.name, entry.path, entry.sha256, entry.source_url, entry.added_at))
+
+
+def require_model(conn: apsw.Connection, name: str) -> ModelEntry:
+    entry = find_model(conn, name)
+    if entry is None:
+        raise NotFound(f"no model named {name!r} (see `magray model list`)")
+    return entry
+
+
+def current(conn: apsw.Connection) -> Binding | None:
+    row = conn.execute("SELECT model_name, sha256, dim, pooling, generation, bound_at "
+                       "FROM model_binding WHERE id = 1").fetchone()
+    return Binding(*row) if row else None
+
+
+def bind(conn: apsw.Connection, model_name: str, sha256: str, dim: int, pooling: str,
+         generation: int, now: float) -> Binding:
+    """Make `generation` the live vectors of this file (inside the caller's transaction)."""
+    vectors.create(conn, generation, dim)
+    conn.execute(
+        "INSERT INTO model_binding (id, model_name, sha256, dim, pooling, generation, bound_at) "
+        "VALUES (1, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET model_name = excluded.model_name, "
+        "sha256 = excluded.sha256, dim = excluded.dim, pooling = excluded.pooling, "
+        "generation = excluded.generation, bound_at = excluded.bound_at",
+        (model_name, sha256, dim, pooling, generation, now))
+    return Binding(model_name, sha256, dim, pooling, generation, now)
+
+
+def get_setting(conn: apsw.Connection, key: str, default: Any = None) -> Any:
+    row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+    return json.loads(row[0]) if row else default
+
+
+def set_setting(conn: apsw.Connection, key: str, value: Any) -> None:
+    if value is None:
+        conn.execute("DELETE FROM settings WHERE key = ?", (key,))
+    else:
+        conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
+                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, json.dumps(value)))

@@ -1,0 +1,129 @@
+"""Opening the memory file: the only place that sets connection PRAGMAs and runs write transactions."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import apsw
+import sqlite_vec
+
+from .config import DURABILITY
+from .errors import Busy, MagrayError, StoreError
+
+# How long one statement waits for another process's lock before SQLite gives up.
+BUSY_TIMEOUT_MS = 10_000
+# After SQLite's own wait, BEGIN IMMEDIATE is retried this many times with jittered back-off.
+WRITE_RETRIES = 5
+
+
+def open_connection(path: Path, *, profile: str = "safe", create: bool = True) -> apsw.Connection:
+    """Open (and with `create`, make) the memory file, with sqlite-vec loaded and PRAGMAs set."""
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a memory file")
+    if not path.exists():
+        if not create:
+            raise StoreError(f"no memory file at {path} (run `magray init`)")
+        _create_private_file(path)
+    flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI
+    with translate_errors(path):
+        conn = apsw.Connection(str(path), flags=flags)
+        conn.setbusytimeout(BUSY_TIMEOUT_MS)
+        conn.enable_load_extension(True)
+        conn.load_extension(sqlite_vec.loadable_path())
+        conn.enable_load_extension(False)
+        _apply_pragmas(conn, profile)
+    return conn
+
+
+def _create_private_file(path: Path) -> None:
+    # Memories are private: the folder is 0700 and the file 0600 before SQLite ever writes to it;
+    # SQLite gives the -wal and -shm files the mode of the database file.
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    except OSError as exc:
+        raise StoreError(f"cannot create {path}: {exc.strerror}") from None
+
+
+def _apply_pragmas(conn: apsw.Connection, profile: str) -> None:
+    # Fails here, with a clear error, if the file is not a SQLite database.
+    conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+    # WAL: readers never block the writer and a crash never leaves a half-written page visible.
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode.lower() != "wal" and not conn.readonly("main"):
+        raise StoreError(f"cannot switch the memory file to WAL mode (got {mode})")
+    # FULL fsyncs the WAL on every commit (power-safe); NORMAL only at checkpoints (crash-safe).
+    conn.execute(f"PRAGMA synchronous={DURABILITY[profile].synchronous}")
+    # Tags and chunks belong to their memory; deleting a memory must take them with it.
+    conn.execute("PRAGMA foreign_keys=ON")
+    # Temporary b-trees of big sorts stay in memory instead of the user's /tmp.
+    conn.execute("PRAGMA temp_store=MEMORY")
+    # Checkpoint the WAL back into the file once it reaches ~4 MB (SQLite's default, made explicit).
+    conn.execute("PRAGMA wal_autocheckpoint=1000")
+
+
+@contextmanager
+def write_transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
+    """One short write transaction: BEGIN IMMEDIATE (take the write lock up front, so that it
+    cannot fail half-way with SQLITE_BUSY), bounded retry, commit or roll back."""
+    for attempt in range(WRITE_RETRIES + 1):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            break
+        except apsw.BusyError:
+            if attempt == WRITE_RETRIES:
+                raise Busy("the memory file stayed locked by another process; try again") from None
+            time.sleep(random.uniform(0.01, 0.05) * (2**attempt))
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if not conn.getautocommit():
+            conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def read_snapshot(conn: apsw.Connection) -> Iterator[apsw.Connection]:
+    """A consistent view across several SELECTs (WAL snapshot), without taking the write lock."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        if not conn.getautocommit():
+            conn.execute("COMMIT")
+
+
+_ERROR_MESSAGES: list[tuple[type[BaseException], str]] = [
+    (apsw.NotADBError, "is not a magray memory file (not a SQLite database)"),
+    (apsw.CorruptError, "is corrupt (run `magray doctor`, or restore a backup)"),
+    (apsw.FullError, "cannot be written: the disk is full (nothing was changed)"),
+    (apsw.ReadOnlyError, "is read-only (check the permissions of the file and its folder)"),
+    (apsw.CantOpenError, "cannot be opened (check that the path and its folder exist and are writable)"),
+    (apsw.PermissionsError, "cannot be opened: permission denied"),
+    (apsw.IOError, "could not be read or written (I/O error; the disk may be full)"),
+    (apsw.BusyError, "stayed locked by another process; try again"),
+]
+
+
+@contextmanager
+def translate_errors(path: Path | str) -> Iterator[None]:
+    """Turn SQLite's failures into one-line StoreErrors that name the file."""
+    try:
+        yield
+    except MagrayError:
+        raise
+    except apsw.Error as exc:
+        for cls, message in _ERROR_MESSAGES:
+            if isinstance(exc, cls):
+                raise (Busy if cls is apsw.BusyError else StoreError)(f"{path} {message}") from None
+        raise
+    except OSError as exc:
+        raise StoreError(f"{path}: {exc.strerror or exc}") from None

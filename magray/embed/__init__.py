@@ -1,0 +1,1 @@
+"""Local embeddings: the llama.cpp embedder, the model registry and downloads, the embedding cache."""

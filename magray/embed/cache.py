@@ -1,0 +1,81 @@
+"""The embedding cache: vectors keyed by (model sha256, text hash), shared by every process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import apsw
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .embedder import Embedder
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass
+class Embedded:
+    """Vectors for a list of texts, and what the cache still has to learn (written by the caller
+    inside its own short write transaction)."""
+
+    vectors: np.ndarray
+    hashes: list[str]
+    new_entries: dict[str, bytes] = field(default_factory=dict)
+    hits: int = 0
+
+
+def embed_cached(conn: apsw.Connection, embedder: Embedder, model_sha256: str,
+                 texts: list[str]) -> Embedded:
+    """Vectors for `texts`: from the cache where the model saw the text before, else computed.
+    Runs outside any write transaction: embedding never holds the write lock."""
+    import numpy as np
+
+    hashes = [text_hash(t) for t in texts]
+    found: dict[str, bytes] = {}
+    unique = sorted(set(hashes))
+    for start in range(0, len(unique), 500):
+        batch = unique[start:start + 500]
+        found.update(conn.execute(
+            "SELECT text_hash, vector FROM embedding_cache WHERE model_sha256 = ? "
+            "AND text_hash IN (SELECT value FROM json_each(?))",
+            (model_sha256, json.dumps(batch))).fetchall())
+    vectors = np.empty((len(texts), embedder.dim), dtype=np.float32)
+    missing: dict[str, int] = {}
+    hits = 0
+    for i, h in enumerate(hashes):
+        blob = found.get(h)
+        if blob is not None and len(blob) == 4 * embedder.dim:
+            vectors[i] = np.frombuffer(blob, dtype=np.float32)
+            hits += 1
+        else:
+            missing.setdefault(h, i)
+    new_entries: dict[str, bytes] = {}
+    if missing:
+        order = list(missing.items())
+        computed = embedder.embed([texts[i] for _, i in order])
+        for (h, _), vec in zip(order, computed):
+            new_entries[h] = vec.astype("<f4").tobytes()
+        for i, h in enumerate(hashes):
+            if h in new_entries:
+                vectors[i] = np.frombuffer(new_entries[h], dtype=np.float32)
+    return Embedded(vectors=vectors, hashes=hashes, new_entries=new_entries, hits=hits)
+
+
+def store(conn: apsw.Connection, model_sha256: str, entries: dict[str, bytes], now: float) -> None:
+    conn.executemany(
+        "INSERT INTO embedding_cache (model_sha256, text_hash, vector, created_at, used_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        [(model_sha256, h, blob, now, now) for h, blob in entries.items()],
+    )
+
+
+def stats(conn: apsw.Connection) -> dict[str, int]:
+    entries, size = conn.execute(
+        "SELECT count(*), coalesce(sum(length(vector)), 0) FROM embedding_cache").fetchone()
+    return {"entries": entries, "bytes": size}

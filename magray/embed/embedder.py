@@ -1,0 +1,137 @@
+"""The llama.cpp embedder: loads a GGUF model, splits long texts into chunks, embeds in batches."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import InvalidInput, ModelError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "gpu")
+_POOLING = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
+
+
+def default_threads() -> int:
+    env = os.environ.get("MAGRAY_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class Embedder:
+    """One loaded model. `embed` returns unit-length float32 rows (dot product = cosine)."""
+
+    # Sentence-transformer models are trained on short passages; longer inputs are split into
+    # chunks of this many tokens that overlap by a fifth, so that no text is silently truncated.
+    chunk_tokens = 256
+    # Texts are packed into one llama.cpp batch up to this many tokens: attention over a batch
+    # grows with the square of its size, so small packs beat one big batch (see bench/RESULTS.md).
+    pack_tokens = 128
+
+    def __init__(self, path: Path, *, device: str = "auto", n_ctx: int = 512,
+                 n_threads: int | None = None) -> None:
+        if device not in DEVICES:
+            raise InvalidInput(f"unknown device {device!r}: use auto, cpu or gpu")
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"model file {path} is missing")
+        import llama_cpp
+
+        gpu_ok = bool(llama_cpp.llama_supports_gpu_offload())
+        if device == "gpu" and not gpu_ok:
+            raise ModelError("this llama-cpp-python build cannot offload to a GPU "
+                             "(reinstall it with CMAKE_ARGS=\"-DGGML_CUDA=on\")")
+        attempts = [-1, 0] if device == "auto" and gpu_ok else [-1] if device == "gpu" else [0]
+        last_error: Exception | None = None
+        for n_gpu_layers in attempts:
+            try:
+                self._llm = llama_cpp.Llama(
+                    model_path=str(path), embedding=True, n_ctx=n_ctx, n_batch=n_ctx,
+                    n_ubatch=n_ctx, n_threads=n_threads or default_threads(),
+                    n_gpu_layers=n_gpu_layers, verbose=False,
+                )
+                self.device = "gpu" if n_gpu_layers else "cpu"
+                break
+            except (ValueError, RuntimeError, OSError) as exc:
+                last_error = exc
+                log.warning("loading %s with n_gpu_layers=%s failed: %s", path, n_gpu_layers, exc)
+        else:
+            raise ModelError(f"cannot load model {path}: not a valid GGUF embedding model "
+                             f"({last_error})")
+        self.path = path
+        self.n_ctx = n_ctx
+        self.dim = int(self._llm.n_embd())
+        meta = self._llm.metadata
+        arch = meta.get("general.architecture", "")
+        self.pooling = _POOLING.get(int(meta.get(f"{arch}.pooling_type", 1)), "mean")
+        self.max_tokens = min(n_ctx, int(meta.get(f"{arch}.context_length", n_ctx)))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8", "replace"), add_bos=True, special=False))
+
+    def chunks(self, text: str) -> list[str]:
+        """The pieces of `text` to embed: the whole text when it fits, else overlapping windows
+        of about `chunk_tokens` tokens cut between words, each guaranteed to fit the model."""
+        if self.count_tokens(text) <= self.chunk_tokens:
+            return [text]
+        # Start from ~3 characters a token, then halve any window that still does not fit.
+        window = self.chunk_tokens * 3
+        step = window * 4 // 5
+        pieces: list[str] = []
+        start = 0
+        while start < len(text):
+            end = min(len(text), start + window)
+            if end < len(text):
+                space = text.rfind(" ", start + step // 2, end)
+                end = space + 1 if space > start else end
+            pieces.extend(self._fit(text[start:end]))
+            if end >= len(text):
+                break
+            start = max(start + 1, end - (window - step))
+        return pieces
+
+    def _fit(self, piece: str) -> list[str]:
+        if len(piece) <= 1 or self.count_tokens(piece) <= self.max_tokens:
+            return [piece]
+        half = len(piece) // 2
+        return self._fit(piece[:half]) + self._fit(piece[half:])
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed `texts` (each must fit the model: use `chunks` first) in packed batches."""
+        import numpy as np
+
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        group: list[int] = []
+        group_tokens = 0
+        for i, text in enumerate(texts):
+            n = self.count_tokens(text)
+            if group and group_tokens + n > self.pack_tokens:
+                self._embed_group(texts, group, out)
+                group, group_tokens = [], 0
+            group.append(i)
+            group_tokens += n
+        if group:
+            self._embed_group(texts, group, out)
+        return out
+
+    def _embed_group(self, texts: list[str], indexes: list[int], out: np.ndarray) -> None:
+        import numpy as np
+
+        try:
+            vectors = self._llm.embed([texts[i] for i in indexes], normalize=True, truncate=False)
+        except ValueError as exc:
+            raise InvalidInput(f"text too long for the model: {exc}") from None
+        out[indexes] = np.asarray(vectors, dtype=np.float32)
+
+    def close(self) -> None:
+        llm = getattr(self, "_llm", None)
+        if llm is not None:
+            llm.close()
+            self._llm = None

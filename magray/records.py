@@ -1,0 +1,215 @@
+"""Memories as rows: validation, insert with dedup, read, list, update, tags, layers, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import apsw
+
+from .config import DEFAULT_TTL, LAYERS, RENEWED_BY_USE
+from .errors import InvalidInput, NotFound
+from .schema import query
+from .types import Filters, MemoryRecord
+
+_TAG = re.compile(r"^[^\s,]{1,100}$")
+MAX_LIMIT = 100_000
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_layer(layer: str) -> str:
+    if layer not in LAYERS:
+        raise InvalidInput(f"unknown layer {layer!r}: use one of {', '.join(LAYERS)}")
+    return layer
+
+
+def check_content(content: Any) -> str:
+    if not isinstance(content, str):
+        raise InvalidInput("content must be text")
+    if not content.strip():
+        raise InvalidInput("content is empty")
+    try:
+        content.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("content is not valid unicode (lone surrogate characters)") from None
+    return content
+
+
+def check_tags(tags: Iterable[str]) -> list[str]:
+    clean = []
+    for tag in tags:
+        if not isinstance(tag, str) or not _TAG.match(tag):
+            raise InvalidInput(f"bad tag {tag!r}: tags are 1-100 characters without spaces or commas")
+        clean.append(tag)
+    return sorted(set(clean))
+
+
+def check_metadata(metadata: Mapping[str, Any] | None) -> str:
+    if metadata is None:
+        return "{}"
+    if not isinstance(metadata, Mapping):
+        raise InvalidInput("metadata must be a JSON object")
+    try:
+        return json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"metadata is not valid JSON: {exc}") from None
+
+
+def check_limit(limit: int) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1 or limit > MAX_LIMIT:
+        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return limit
+
+
+def check_importance(importance: float) -> float:
+    try:
+        value = float(importance)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"importance must be a number from 0 to 1, got {importance!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise InvalidInput(f"importance must be a number from 0 to 1, got {importance!r}")
+    return value
+
+
+def expiry(layer: str, now: float, ttl: float | None) -> float | None:
+    """When a memory of `layer` added at `now` expires; an explicit ttl (seconds) wins, 0 = never."""
+    if ttl is not None:
+        if ttl < 0:
+            raise InvalidInput("ttl cannot be negative")
+        return None if ttl == 0 else now + ttl
+    default = DEFAULT_TTL[layer]
+    return None if default is None else now + default
+
+
+def with_filter(name: str) -> str:
+    """A named query with the shared filter and column list filled in."""
+    return (query(name)
+            .replace("/*FILTER*/", query("filter"))
+            .replace("/*COLUMNS*/", query("memory_columns")))
+
+
+def filter_params(filters: Filters, now: float) -> dict[str, Any]:
+    for layer in filters.layers:
+        check_layer(layer)
+    tags = check_tags(filters.tags)
+    return {
+        "now": now,
+        "include_expired": int(filters.include_expired),
+        "layers": json.dumps(list(filters.layers)) if filters.layers else None,
+        "project": filters.project,
+        "session": filters.session,
+        "since": filters.since,
+        "until": filters.until,
+        "tags": json.dumps(tags),
+        "tag_count": len(tags),
+    }
+
+
+def _record(row: tuple) -> MemoryRecord:
+    (id_, layer, content, chash, title, kind, source, project, session, tags_text, metadata,
+     created, updated, accessed, count, importance, expires, deleted) = row
+    return MemoryRecord(
+        id=id_, layer=layer, content=content, content_hash=chash, title=title, kind=kind,
+        source=source, project=project, session=session,
+        tags=tags_text.split() if tags_text else [], metadata=json.loads(metadata),
+        created_at=created, updated_at=updated, accessed_at=accessed, access_count=count,
+        importance=importance, expires_at=expires, deleted_at=deleted,
+    )
+
+
+def find_duplicate(conn: apsw.Connection, layer: str, project: str, chash: str) -> int | None:
+    row = conn.execute(
+        "SELECT id FROM memories WHERE layer = ? AND project = ? AND content_hash = ? AND deleted_at IS NULL",
+        (layer, project, chash),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def insert(conn: apsw.Connection, fields: dict[str, Any], tags: list[str]) -> int:
+    """Insert a validated memory and its tags (inside the caller's transaction)."""
+    memory_id = conn.execute(query("insert_memory"), fields).fetchone()[0]
+    conn.executemany("INSERT INTO memory_tags (memory_id, tag) VALUES (?, ?)",
+                     [(memory_id, t) for t in tags])
+    return memory_id
+
+
+def get_many(conn: apsw.Connection, ids: list[int]) -> dict[int, MemoryRecord]:
+    rows = conn.execute(with_filter("get_memories"), {"ids": json.dumps(ids)}).fetchall()
+    return {row[0]: _record(row) for row in rows}
+
+
+def get(conn: apsw.Connection, memory_id: int, now: float, *, include_deleted: bool = False,
+        include_expired: bool = False) -> MemoryRecord:
+    record = get_many(conn, [memory_id]).get(memory_id)
+    if record is None or (record.deleted_at is not None and not include_deleted):
+        raise NotFound(f"no memory with id {memory_id}")
+    if not include_expired and record.expires_at is not None and record.expires_at <= now:
+        raise NotFound(f"memory {memory_id} has expired (use --include-expired to see it)")
+    return record
+
+
+def list_memories(conn: apsw.Connection, filters: Filters, now: float, limit: int,
+                  offset: int = 0) -> list[MemoryRecord]:
+    params = filter_params(filters, now) | {"limit": check_limit(limit), "offset": max(0, int(offset))}
+    return [_record(row) for row in conn.execute(with_filter("list_memories"), params)]
+
+
+def record_use(conn: apsw.Connection, ids: list[int], now: float) -> None:
+    conn.execute(query("record_use"), {
+        "ids": json.dumps(ids), "now": now,
+        "renewed_layers": json.dumps(sorted(RENEWED_BY_USE)),
+        "ttls": json.dumps({k: v for k, v in DEFAULT_TTL.items() if v is not None}),
+    })
+
+
+def update_fields(conn: apsw.Connection, memory_id: int, changes: dict[str, Any], now: float) -> None:
+    """Set the given columns (names come from the library, never from the user)."""
+    allowed = {"content", "content_hash", "title", "kind", "source", "metadata", "importance",
+               "expires_at", "layer", "project", "session"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise InvalidInput(f"cannot update {', '.join(sorted(unknown))}")
+    assignments = ", ".join(f"{name} = :{name}" for name in changes)
+    conn.execute(f"UPDATE memories SET {assignments}, updated_at = :now WHERE id = :id",
+                 changes | {"now": now, "id": memory_id})
+
+
+def set_tags(conn: apsw.Connection, memory_id: int, add: list[str], remove: list[str]) -> None:
+    conn.executemany("INSERT OR IGNORE INTO memory_tags (memory_id, tag) VALUES (?, ?)",
+                     [(memory_id, t) for t in add])
+    conn.executemany("DELETE FROM memory_tags WHERE memory_id = ? AND tag = ?",
+                     [(memory_id, t) for t in remove])
+
+
+def soft_delete(conn: apsw.Connection, memory_id: int, now: float) -> None:
+    conn.execute("UPDATE memories SET deleted_at = ? WHERE id = ?", (now, memory_id))
+
+
+def purge(conn: apsw.Connection, memory_id: int) -> None:
+    """Remove the row; tags and chunks go by foreign-key cascade, the FTS row by trigger.
+    The caller removes the vectors first (vec0 tables cannot take part in a cascade)."""
+    conn.execute("DELETE FROM memories WHERE id = ?", (memory_id,))
+
+
+def bump_counters(conn: apsw.Connection, counts: Mapping[str, int]) -> None:
+    conn.executemany(
+        "INSERT INTO counters (name, value) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+        [(k, v) for k, v in counts.items() if v],
+    )
+
+
+def counters(conn: apsw.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT name, value FROM counters ORDER BY name").fetchall())
+
+
+def log_event(conn: apsw.Connection, now: float, memory_id: int | None, kind: str,
+              detail: Mapping[str, Any]) -> None:
+    conn.execute("INSERT INTO events (at, memory_id, kind, detail) VALUES (?, ?, ?, ?)",
+                 (now, memory_id, kind, json.dumps(dict(detail))))

@@ -1,0 +1,93 @@
+"""The schema: numbered migrations applied in order, the version kept in PRAGMA user_version,
+and the named SQL files the library runs."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import apsw
+
+from .db import write_transaction
+from .errors import SchemaTooNew, StoreError
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def _resource_dir(name: str) -> Path:
+    """`sql/` or `migrations/`: inside the installed wheel, else at the top of a source checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "_data" / name, package.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"magray's {name}/ folder is missing from the installation")
+
+
+@functools.cache
+def migrations() -> tuple[tuple[int, str, str], ...]:
+    """(version, file name, SQL) for every migration, in order."""
+    found = []
+    for path in sorted(_resource_dir("migrations").glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path.name, path.read_text(encoding="utf-8")))
+    versions = [v for v, _, _ in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations must be numbered 0001.. without gaps, found {versions}")
+    return tuple(found)
+
+
+def latest_version() -> int:
+    return len(migrations())
+
+
+@functools.cache
+def query(name: str) -> str:
+    """The text of `sql/<name>.sql`."""
+    return (_resource_dir("sql") / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def current_version(conn: apsw.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def check_version(conn: apsw.Connection, path: Path | str) -> int:
+    version = current_version(conn)
+    if version > latest_version():
+        raise SchemaTooNew(
+            f"{path} has schema version {version}, newer than this magray understands "
+            f"({latest_version()}); upgrade magray to open it"
+        )
+    return version
+
+
+def migrate(conn: apsw.Connection, path: Path | str = "memory file") -> int:
+    """Bring the file to the latest schema. Each migration runs in one transaction together with its
+    user_version bump, so a crash leaves the file at the old or the new version, never between."""
+    version = check_version(conn, path)
+    if version == latest_version():
+        return version
+    for number, name, sql in migrations():
+        if number <= version:
+            continue
+        with write_transaction(conn):
+            # Another process may have migrated while this one waited for the write lock.
+            now = check_version(conn, path)
+            if now >= number:
+                continue
+            if now != number - 1:
+                raise StoreError(f"{path} is at schema version {now}, cannot apply {name}")
+            conn.execute(sql)
+            conn.execute(f"PRAGMA user_version = {number}")
+        version = number
+    return version
+
+
+def dump_schema(conn: apsw.Connection) -> list[tuple[str, str, str]]:
+    """(type, name, normalised SQL) of every schema object, for comparing two files."""
+    rows = conn.execute(
+        "SELECT type, name, sql FROM sqlite_schema WHERE sql IS NOT NULL "
+        "AND name NOT LIKE 'sqlite_%' ORDER BY type, name"
+    ).fetchall()
+    return [(t, n, " ".join(s.split())) for t, n, s in rows]

@@ -1,0 +1,39 @@
+"""Times as users type them (ISO dates, '2h', '3d') and as magray stores them (unix seconds, UTC)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from .errors import InvalidInput
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '15m', '24h', '7d', '2w' -> seconds."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise InvalidInput(f"bad duration {text!r}: use a number and a unit, like 30m, 24h, 7d")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+
+
+def parse_when(text: str, now: float) -> float:
+    """An ISO date or date-time (UTC unless it says otherwise), or a duration meaning 'that long ago'."""
+    text = str(text).strip()
+    if _DURATION.match(text):
+        return now - parse_duration(text)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"bad time {text!r}: use an ISO date like 2026-05-01 or a span like 7d") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
