@@ -17,7 +17,7 @@ from . import records, schema, search as search_mod, vectors
 from .config import DURABILITY, LAYERS, PROFILES, default_db_path, default_profile
 from .db import open_connection, read_snapshot, translate_errors, write_transaction
 from .embed import cache
-from .errors import InvalidInput, ModelError, ModelMismatch
+from .errors import Busy, InvalidInput, ModelError, ModelMismatch
 from .types import AddResult, Filters, MemoryRecord, SearchHit, Status
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,15 @@ class Memory:
         self._embedder, self._binding = embedder, bound
         return embedder, bound
 
+    @property
+    def model_requested(self) -> str | None:
+        """The model asked for by the caller or $MAGRAY_MODEL, if any."""
+        return self._model_request
+
+    def load_model(self) -> binding_mod.Binding:
+        """Load the embedding model now (binding a new file to it) rather than on first use."""
+        return self._load_embedder()[1]
+
     def _resolve_request(self, request: str) -> binding_mod.ModelEntry:
         """A registered model name, or a GGUF path (registered on the fly under its file name)."""
         entry = binding_mod.find_model(self._conn, request)
@@ -198,6 +207,79 @@ class Memory:
             new = binding_mod.bind(self._conn, entry.name, entry.sha256, dim, pooling, generation, self.now())
         self._embedder, self._binding = None, None
         return new
+
+    def reindex(self, model: str, *, progress: Progress | None = None) -> dict[str, Any]:
+        """Re-embed every memory with `model` into a new vector table, then switch the binding to it
+        in one transaction. Until the switch the old vectors stay in use; an interrupted reindex
+        is resumed by running it again (memories already re-embedded are skipped)."""
+        from .embed import models
+        from .embed.embedder import Embedder
+
+        entry = self._resolve_request(model)
+        models.verify(Path(entry.path), entry.sha256)
+        embedder = Embedder(Path(entry.path), device=self._device)
+        try:
+            bound = binding_mod.current(self._conn)
+            pending = binding_mod.get_setting(self._conn, "reindex")
+            if pending and pending["sha256"] != entry.sha256:
+                with self._write():
+                    vectors.drop(self._conn, pending["generation"])
+                    self._conn.execute("DELETE FROM chunks WHERE generation = ?", (pending["generation"],))
+                pending = None
+            if pending is None:
+                generation = (bound.generation if bound else 0) + 1
+                pending = {"sha256": entry.sha256, "generation": generation}
+                with self._write():
+                    vectors.create(self._conn, generation, embedder.dim)
+                    binding_mod.set_setting(self._conn, "reindex", pending)
+            generation = pending["generation"]
+            done = 0
+            while True:
+                todo = [r[0] for r in self._conn.execute(
+                    "SELECT id FROM memories WHERE deleted_at IS NULL AND id NOT IN "
+                    "(SELECT memory_id FROM chunks WHERE generation = ?) ORDER BY id LIMIT 256",
+                    (generation,))]
+                if not todo:
+                    break
+                found = records.get_many(self._conn, todo)
+                texts, spans = [], []
+                for memory_id in todo:
+                    pieces = embedder.chunks(found[memory_id].content)
+                    spans.append((memory_id, len(texts), len(pieces)))
+                    texts.extend(pieces)
+                embedded = cache.embed_cached(self._conn, embedder, entry.sha256, texts)
+                with self._write():
+                    for memory_id, start, n in spans:
+                        m = found[memory_id]
+                        vectors.insert_chunks(self._conn, generation, memory_id, m.layer, m.project,
+                                              m.session, m.created_at, embedded.hashes[start:start + n],
+                                              embedded.vectors[start:start + n])
+                    cache.store(self._conn, entry.sha256, embedded.new_entries, self.now())
+                    records.bump_counters(self._conn, {"embeddings_computed": len(embedded.new_entries)})
+                done += len(todo)
+                if progress:
+                    progress(done, done + self._conn.execute(
+                        "SELECT count(*) FROM memories WHERE deleted_at IS NULL AND id NOT IN "
+                        "(SELECT memory_id FROM chunks WHERE generation = ?)", (generation,)).fetchone()[0])
+            with self._write():
+                missing = self._conn.execute(
+                    "SELECT count(*) FROM memories WHERE deleted_at IS NULL AND id NOT IN "
+                    "(SELECT memory_id FROM chunks WHERE generation = ?)", (generation,)).fetchone()[0]
+                if missing:  # written by another process during the last batch: run again
+                    raise Busy("memories were added during the reindex; run it again to finish")
+                if bound:
+                    vectors.drop(self._conn, bound.generation)
+                    self._conn.execute("DELETE FROM chunks WHERE generation = ?", (bound.generation,))
+                new = binding_mod.bind(self._conn, entry.name, entry.sha256, embedder.dim,
+                                       embedder.pooling, generation, self.now())
+                binding_mod.set_setting(self._conn, "reindex", None)
+        except BaseException:
+            embedder.close()
+            raise
+        if self._embedder is not None:
+            self._embedder.close()
+        self._embedder, self._binding = embedder, new
+        return {"model": new.to_dict(), "memories": done}
 
     def device(self) -> str | None:
         return self._embedder.device if self._embedder is not None else None

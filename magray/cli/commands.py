@@ -1,0 +1,205 @@
+"""One handler per command: turn parsed arguments into one library call, return what to render."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import InvalidInput
+from ..memory import Memory
+from ..timeutil import parse_duration, parse_when
+from ..types import Filters
+
+
+def parse_meta(pairs: list[str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"bad --meta {pair!r}: use KEY=VALUE")
+        try:
+            meta[key.strip()] = json.loads(value)
+        except ValueError:
+            meta[key.strip()] = value
+    return meta
+
+
+def _ttl(text: str | None) -> float | None:
+    if text is None:
+        return None
+    return 0.0 if text.strip() == "0" else parse_duration(text)
+
+
+def filters_from(args: argparse.Namespace, now: float) -> Filters:
+    return Filters(
+        layers=tuple(args.layers or ()), tags=tuple(args.tags or ()), project=args.project,
+        session=args.session,
+        since=parse_when(args.since, now) if args.since else None,
+        until=parse_when(args.until, now) if args.until else None,
+        include_expired=args.include_expired,
+    )
+
+
+def _read_stdin() -> str:
+    if sys.stdin is None or sys.stdin.isatty():
+        raise InvalidInput("no content: give the text as an argument or pipe it on stdin")
+    return sys.stdin.read().removesuffix("\n")
+
+
+def cmd_init(mem: Memory, args: argparse.Namespace) -> Any:
+    if mem.model_requested:
+        mem.load_model()
+    return mem.status()
+
+
+def cmd_add(mem: Memory, args: argparse.Namespace) -> Any:
+    if args.jsonl:
+        return _add_jsonl(mem, args.jsonl)
+    text = args.text if args.text is not None else _read_stdin()
+    return mem.add(text, layer=args.layer, tags=args.tags, project=args.project, session=args.session,
+                   title=args.title, kind=args.kind, source=args.source, metadata=parse_meta(args.meta),
+                   ttl=_ttl(args.ttl), importance=args.importance)
+
+
+def _add_jsonl(mem: Memory, source: str) -> Any:
+    stream = sys.stdin if source == "-" else _open_text(source)
+    items = []
+    with stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError as exc:
+                raise InvalidInput(f"line {number} of {source} is not valid JSON: {exc}") from None
+            if not isinstance(item, dict):
+                raise InvalidInput(f"line {number} of {source} is not a JSON object")
+            items.append(item)
+    try:
+        results = mem.add_many(items, progress=progress_bar("adding", len(items)))
+    except InvalidInput as exc:
+        raise InvalidInput(f"{source}: {exc} (nothing was added)") from None
+    return {"added": sum(r.created for r in results), "existing": sum(not r.created for r in results),
+            "ids": [r.id for r in results]}
+
+
+def _open_text(path: str):
+    try:
+        return open(path, encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+
+
+def cmd_get(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.get(args.id, include_expired=args.include_expired)
+
+
+def cmd_list(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.list(filters_from(args, mem.now()), limit=args.limit, offset=args.offset)
+
+
+def cmd_search(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.search(args.query, k=args.k, mode=args.mode, filters=filters_from(args, mem.now()))
+
+
+def cmd_update(mem: Memory, args: argparse.Namespace) -> Any:
+    metadata = None
+    if args.meta:
+        metadata = mem.get(args.id, touch=False, include_expired=True).metadata | parse_meta(args.meta)
+    return mem.update(args.id, content=args.text, title=args.title, kind=args.kind, source=args.source,
+                      metadata=metadata, importance=args.importance, ttl=_ttl(args.ttl))
+
+
+def cmd_rm(mem: Memory, args: argparse.Namespace) -> Any:
+    mem.delete(args.id, hard=args.hard)
+    return {"id": args.id, "deleted": "purged" if args.hard else "soft"}
+
+
+def cmd_tag(mem: Memory, args: argparse.Namespace) -> Any:
+    add, remove = [], []
+    for change in args.changes:
+        if change[:1] == "+":
+            add.append(change[1:])
+        elif change[:1] == "-":
+            remove.append(change[1:])
+        else:
+            raise InvalidInput(f"bad tag change {change!r}: write +TAG to add or -TAG to remove")
+    if not add and not remove:
+        raise InvalidInput("no tag changes: write +TAG to add or -TAG to remove")
+    return mem.tag(args.id, add=add, remove=remove)
+
+
+def cmd_promote(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.promote(args.id, args.to)
+
+
+def cmd_status(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.status()
+
+
+def cmd_model(mem: Memory, args: argparse.Namespace) -> Any:
+    if args.model_command == "add":
+        return vars(mem.add_model(args.source, name=args.name, sha256=args.sha256,
+                                  progress=byte_progress_bar()))
+    if args.model_command == "use":
+        return mem.use_model(args.name).to_dict()
+    return mem.models()
+
+
+def cmd_reindex(mem: Memory, args: argparse.Namespace) -> Any:
+    if not args.model:
+        raise InvalidInput("name the model to re-embed with: magray reindex --model NAME")
+    return mem.reindex(args.model, progress=progress_bar("re-embedding", None))
+
+
+HANDLERS: dict[str, Callable[[Memory, argparse.Namespace], Any]] = {
+    "init": cmd_init, "add": cmd_add, "get": cmd_get, "list": cmd_list, "search": cmd_search,
+    "update": cmd_update, "rm": cmd_rm, "tag": cmd_tag, "promote": cmd_promote,
+    "status": cmd_status, "model": cmd_model, "reindex": cmd_reindex,
+}
+# Commands that may create the memory file; the others refuse a missing file.
+CREATES_FILE = frozenset({"init", "add", "model"})
+
+
+_bars_enabled = True
+
+
+def set_progress(enabled: bool) -> None:
+    global _bars_enabled
+    _bars_enabled = enabled
+
+
+def progress_bar(label: str, total: int | None) -> Callable[[int, int], None] | None:
+    """A tqdm bar on a terminal; nothing under --json or when stderr is not a terminal."""
+    if not _bars_enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="memory", leave=False)
+
+    def update(done: int, total_now: int) -> None:
+        bar.total = total_now
+        bar.n = done
+        bar.refresh()
+        if done >= total_now:
+            bar.close()
+
+    return update
+
+
+def byte_progress_bar() -> Callable[[int, int | None], None] | None:
+    if not _bars_enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc="downloading", leave=False)
+
+    def update(done: int, total: int | None) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update

@@ -1,0 +1,74 @@
+"""Entry point: parse, open the file, call one handler, render, map errors to exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+from .. import errors
+from . import render
+
+# Named exit codes; one place maps each error class to one.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2          # bad arguments or bad input
+EXIT_NOT_FOUND = 3
+EXIT_MODEL = 4          # model missing, corrupt, mismatched
+EXIT_STORE = 5          # the file cannot be used (not SQLite, read-only, disk full...)
+EXIT_BUSY = 6           # locked by another process past the retry budget
+EXIT_SCHEMA_TOO_NEW = 7
+
+EXIT_CODES: list[tuple[type[errors.MagrayError], int]] = [
+    (errors.SchemaTooNew, EXIT_SCHEMA_TOO_NEW),
+    (errors.Busy, EXIT_BUSY),
+    (errors.InvalidInput, EXIT_USAGE),
+    (errors.NotFound, EXIT_NOT_FOUND),
+    (errors.ModelError, EXIT_MODEL),
+    (errors.StoreError, EXIT_STORE),
+    (errors.MagrayError, EXIT_ERROR),
+]
+
+
+def exit_code_for(exc: errors.MagrayError) -> int:
+    return next(code for cls, code in EXIT_CODES if isinstance(exc, cls))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .parser import build_parser
+
+    args = build_parser().parse_args(argv)
+    command = args.command
+    try:
+        from ..memory import Memory
+        from . import commands
+
+        commands.set_progress(not args.json)
+        with Memory.open(args.db, profile=args.profile, model=args.model, device=args.device,
+                         create=command in commands.CREATES_FILE) as mem:
+            result = commands.HANDLERS[command](mem, args)
+            if args.json:
+                render.emit(render.envelope_ok(command, result))
+            else:
+                render.emit(render.text(command, result, args))
+        return EXIT_OK
+    except errors.MagrayError as exc:
+        return _fail(command, type(exc).__name__, str(exc), exit_code_for(exc), args.json)
+    except KeyboardInterrupt:
+        return _fail(command, "Interrupted", "interrupted", 130, args.json)
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _fail(command: str, kind: str, message: str, code: int, as_json: bool) -> int:
+    message = " ".join(message.split())
+    if as_json:
+        render.emit(render.envelope_error(command, kind, message, code))
+    render.emit(f"magray: error: {message}", sys.stderr)
+    return code
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,153 @@
+"""`build_parser()`: the whole command line, built in one pure function (also used for the man page)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import LAYERS, PROFILES
+
+DESCRIPTION = "magray: a local-first memory for personal AI agents, in one SQLite file."
+EPILOG = """examples:
+  magray add "The user prefers dark mode" --layer insights --tag ui
+  magray search "which theme does the user like?"
+  magray list --layer interact --since 24h
+  magray status --json
+
+The memory file is $MAGRAY_DB, else $XDG_DATA_HOME/magray/memory.db (~/.local/share/magray/memory.db).
+The embedding model is $MAGRAY_MODEL (a GGUF path or a registered name) or the one the file is bound to.
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump), exiting 2 like every usage error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"magray: error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+def _common(suppress: bool) -> argparse.ArgumentParser:
+    """Options accepted before or after the command. On subcommands the defaults are suppressed so
+    that an option given before the command is not reset by the subcommand's parser."""
+    default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="PATH", default=default(None),
+                        help="the memory file (default: $MAGRAY_DB or ~/.local/share/magray/memory.db)")
+    common.add_argument("--json", action="store_true", default=default(False),
+                        help="print one JSON envelope on stdout: {ok, command, data | error}")
+    common.add_argument("--profile", choices=PROFILES, default=default(None),
+                        help="durability: safe (default; fsync every write), balanced, fast")
+    common.add_argument("--model", metavar="NAME_OR_PATH", default=default(None),
+                        help="embedding model (default: $MAGRAY_MODEL or the file's bound model)")
+    common.add_argument("--device", choices=("auto", "cpu", "gpu"), default=default("auto"),
+                        help="where llama.cpp runs the model (default: auto, GPU when the build has it)")
+    return common
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layer", action="append", choices=LAYERS, dest="layers", metavar="LAYER",
+                   help=f"only this layer ({', '.join(LAYERS)}); repeatable")
+    p.add_argument("--tag", action="append", dest="tags", metavar="TAG", help="only memories with this tag; repeatable (all must match)")
+    p.add_argument("--project", help="only this project")
+    p.add_argument("--session", help="only this session")
+    p.add_argument("--since", metavar="WHEN", help="created at or after: ISO date/time, or a span ago (24h, 7d)")
+    p.add_argument("--until", metavar="WHEN", help="created before: ISO date/time, or a span ago")
+    p.add_argument("--include-expired", action="store_true", help="also show memories past their expiry")
+
+
+def _sub(subs, name: str, help_text: str, examples: str, common) -> argparse.ArgumentParser:
+    return subs.add_parser(name, help=help_text, description=help_text, parents=[common],
+                           epilog="examples:\n" + examples,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="magray", description=DESCRIPTION, epilog=EPILOG, parents=[_common(False)],
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="%(prog)s 0.1.0")
+    common = _common(True)
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+
+    _sub(subs, "init", "create the memory file (and bind a model if one is given)",
+         "  magray init\n  magray --db notes.db init --model ./all-MiniLM-L6-v2-q8_0.gguf\n", common)
+
+    p = _sub(subs, "add", "store a memory (text argument, stdin, or --jsonl FILE)",
+             '  magray add "Deploys go out on Fridays" --layer insights --tag ops --project infra\n'
+             '  echo "note from a pipe" | magray add\n  magray add --jsonl memories.jsonl\n', common)
+    p.add_argument("text", nargs="?", help="the content; read from stdin when absent")
+    p.add_argument("--jsonl", metavar="FILE", help="add one memory per JSON line ('-' for stdin)")
+    p.add_argument("--layer", choices=LAYERS, default="interact", help="default: interact")
+    p.add_argument("--tag", action="append", dest="tags", default=[], metavar="TAG", help="repeatable")
+    p.add_argument("--project")
+    p.add_argument("--session")
+    p.add_argument("--title")
+    p.add_argument("--kind")
+    p.add_argument("--source")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata; VALUE is parsed as JSON when it is valid JSON; repeatable")
+    p.add_argument("--ttl", metavar="SPAN", help="expire after this span (30m, 24h, 90d; 0 = never)")
+    p.add_argument("--importance", type=float, metavar="0..1")
+
+    p = _sub(subs, "get", "show one memory (counts as a use)", "  magray get 42\n  magray get 42 --json\n", common)
+    p.add_argument("id", type=int)
+    p.add_argument("--include-expired", action="store_true")
+
+    p = _sub(subs, "list", "list memories, newest first",
+             "  magray list --layer insights --tag ops\n  magray list --project infra --since 7d --limit 20\n", common)
+    _filters(p)
+    p.add_argument("--limit", type=int, default=50, help="default: 50")
+    p.add_argument("--offset", type=int, default=0)
+
+    p = _sub(subs, "search", "find memories by meaning and words (hybrid by default)",
+             '  magray search "what theme does the user like?"\n'
+             '  magray search "deploy day" --mode text --project infra --explain\n', common)
+    p.add_argument("query")
+    _filters(p)
+    p.add_argument("-k", "--limit", type=int, default=10, dest="k", help="results (default: 10)")
+    p.add_argument("--mode", choices=("hybrid", "vector", "text"), default="hybrid")
+    p.add_argument("--explain", action="store_true", help="show each result's component scores")
+
+    p = _sub(subs, "update", "change a memory's content or fields",
+             '  magray update 42 "Deploys go out on Thursdays now"\n  magray update 42 --importance 0.9 --meta owner=ana\n', common)
+    p.add_argument("id", type=int)
+    p.add_argument("text", nargs="?", help="new content")
+    p.add_argument("--title")
+    p.add_argument("--kind")
+    p.add_argument("--source")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="merged into the metadata")
+    p.add_argument("--ttl", metavar="SPAN", help="expire this long from now (0 = never)")
+    p.add_argument("--importance", type=float, metavar="0..1")
+
+    p = _sub(subs, "rm", "delete a memory (hidden now, purged by clean; --hard purges now)",
+             "  magray rm 42\n  magray rm 42 --hard\n", common)
+    p.add_argument("id", type=int)
+    p.add_argument("--hard", action="store_true", help="remove it with its vectors and index entries now")
+
+    p = _sub(subs, "tag", "add (+name) or remove (-name) tags", "  magray tag 42 +urgent -later\n", common)
+    p.add_argument("id", type=int)
+    p.add_argument("changes", nargs=argparse.REMAINDER, metavar="+TAG|-TAG")
+
+    p = _sub(subs, "promote", "move a memory to another layer", "  magray promote 42 --to assets\n", common)
+    p.add_argument("id", type=int)
+    p.add_argument("--to", choices=LAYERS, required=True)
+
+    _sub(subs, "status", "the file, its schema, counts per layer, model, cache",
+         "  magray status\n  magray status --json\n", common)
+
+    p = _sub(subs, "model", "embedding models: add, list, use",
+             "  magray model add ./all-MiniLM-L6-v2-q8_0.gguf --name minilm\n"
+             "  magray model add https://example.org/model.gguf --sha256 HEX\n"
+             "  magray model list\n  magray model use minilm\n", common)
+    msubs = p.add_subparsers(dest="model_command", metavar="ACTION", required=True, parser_class=Parser)
+    q = msubs.add_parser("add", help="register a GGUF model from a path, a URL or a known name", parents=[common])
+    q.add_argument("source", metavar="PATH_OR_URL")
+    q.add_argument("--name")
+    q.add_argument("--sha256", help="expected sha256 of the file")
+    msubs.add_parser("list", help="models known to this file", parents=[common])
+    q = msubs.add_parser("use", help="bind the file to a model (only while it holds no vectors)", parents=[common])
+    q.add_argument("name")
+
+    _sub(subs, "reindex", "re-embed every memory with the model named by --model, then switch atomically",
+         "  magray reindex --model minilm-f16\n", common)
+    return parser

@@ -1,0 +1,121 @@
+"""All output of the CLI: one JSON envelope for scripts, or text for people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import is_dataclass
+from typing import Any
+
+from ..timeutil import iso
+from ..types import AddResult, MemoryRecord, SearchHit, Status
+
+
+def to_data(value: Any) -> Any:
+    """Anything a handler returns, as plain JSON data."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, list):
+        return [to_data(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_data(v) for k, v in value.items()}
+    if is_dataclass(value):
+        return {k: to_data(v) for k, v in vars(value).items()}
+    return value
+
+
+def envelope_ok(command: str, value: Any) -> str:
+    return json.dumps({"ok": True, "command": command, "data": to_data(value)}, ensure_ascii=False)
+
+
+def envelope_error(command: str | None, kind: str, message: str, exit_code: int) -> str:
+    return json.dumps({"ok": False, "command": command,
+                       "error": {"type": kind, "message": message, "exit_code": exit_code}},
+                      ensure_ascii=False)
+
+
+def _one_line(text: str, width: int = 100) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _memory_line(m: MemoryRecord) -> str:
+    tags = f" [{', '.join(m.tags)}]" if m.tags else ""
+    scope = f" {m.project}" + (f"/{m.session}" if m.session else "") if m.project or m.session else ""
+    return f"{m.id:>6}  {m.layer:<8} {iso(m.created_at)}{scope}{tags}  {_one_line(m.content, 80)}"
+
+
+def _memory_block(m: MemoryRecord) -> str:
+    lines = [f"id:         {m.id}", f"layer:      {m.layer}"]
+    for label, value in (("title", m.title), ("kind", m.kind), ("source", m.source),
+                         ("project", m.project), ("session", m.session)):
+        if value:
+            lines.append(f"{label + ':':<12}{value}")
+    if m.tags:
+        lines.append(f"tags:       {', '.join(m.tags)}")
+    if m.metadata:
+        lines.append(f"metadata:   {json.dumps(m.metadata, ensure_ascii=False)}")
+    lines += [f"created:    {iso(m.created_at)}", f"updated:    {iso(m.updated_at)}",
+              f"used:       {m.access_count} time(s), last {iso(m.accessed_at) or 'never'}",
+              f"importance: {m.importance}", f"expires:    {iso(m.expires_at) or 'never'}"]
+    if m.deleted_at:
+        lines.append(f"deleted:    {iso(m.deleted_at)}")
+    return "\n".join(lines) + "\n\n" + m.content
+
+
+def _search(hits: list[SearchHit], explain: bool) -> str:
+    if not hits:
+        return "no matches"
+    out = []
+    for h in hits:
+        out.append(f"{h.memory.id:>6}  {h.score:.4f}  {h.memory.layer:<8} {_one_line(h.memory.content, 80)}")
+        if explain:
+            p = h.parts
+            out.append(f"        text rank {p.get('text_rank')} (bm25 {p.get('bm25')}), vector rank "
+                       f"{p.get('vector_rank')} (cosine {p.get('similarity')}), fused {p.get('fused')}, "
+                       f"recency {p.get('recency')}, use {p.get('use')}")
+    return "\n".join(out)
+
+
+def _status(s: Status) -> str:
+    model = s.model
+    lines = [
+        f"file:           {s.path}",
+        f"size:           {s.size_bytes:,} bytes (WAL {s.wal_bytes:,})",
+        f"schema version: {s.schema_version}",
+        f"profile:        {s.profile}",
+        f"sqlite:         {s.sqlite_version}, sqlite-vec {s.sqlite_vec_version}",
+        "memories:       " + ", ".join(f"{layer} {n}" for layer, n in s.counts.items())
+        + f" (expired {s.expired}, deleted {s.deleted})",
+        "model:          " + (f"{model['model_name']} ({model['dim']} dims, {model['pooling']} pooling, "
+                              f"sha256 {model['sha256'][:12]}…)" if model else "none bound yet"),
+        f"device:         {s.device or 'not loaded by this command'}",
+        f"embedding cache: {s.cache['entries']} entries, {s.cache['bytes']:,} bytes, hit rate "
+        + (f"{s.cache['hit_rate']:.1%}" if s.cache.get("hit_rate") is not None else "n/a"),
+    ]
+    if s.counters:
+        lines.append("counters:       " + ", ".join(f"{k} {v}" for k, v in s.counters.items()))
+    return "\n".join(lines)
+
+
+def text(command: str, value: Any, args: Any) -> str:
+    if isinstance(value, AddResult):
+        return f"{'added' if value.created else 'exists'} {value.id}"
+    if isinstance(value, MemoryRecord):
+        return _memory_block(value)
+    if isinstance(value, Status):
+        return _status(value)
+    if command == "search":
+        return _search(value, getattr(args, "explain", False))
+    if isinstance(value, list) and all(isinstance(v, MemoryRecord) for v in value):
+        return "\n".join(_memory_line(m) for m in value) if value else "no memories"
+    if isinstance(value, list):
+        return "\n".join(json.dumps(to_data(v), ensure_ascii=False) for v in value) or "none"
+    if isinstance(value, dict):
+        return "\n".join(f"{k}: {json.dumps(to_data(v), ensure_ascii=False) if isinstance(v, (dict, list)) else v}"
+                         for k, v in value.items())
+    return str(value)
+
+
+def emit(line: str, stream=None) -> None:
+    (stream or sys.stdout).write(line + "\n")
