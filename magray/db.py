@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,8 +21,10 @@ BUSY_TIMEOUT_MS = 10_000
 WRITE_RETRIES = 5
 
 
-def open_connection(path: Path, *, profile: str = "safe", create: bool = True) -> apsw.Connection:
-    """Open (and with `create`, make) the memory file, with sqlite-vec loaded and PRAGMAs set."""
+def open_connection(path: Path, *, profile: str = "safe", create: bool = True,
+                    check: Callable[[apsw.Connection], object] | None = None) -> apsw.Connection:
+    """Open (and with `create`, make) the memory file, with sqlite-vec loaded and PRAGMAs set.
+    `check` runs before anything is written to the file (e.g. refusing a newer schema)."""
     path = Path(path)
     if path.is_dir():
         raise StoreError(f"{path} is a directory, not a memory file")
@@ -37,7 +39,15 @@ def open_connection(path: Path, *, profile: str = "safe", create: bool = True) -
         conn.enable_load_extension(True)
         conn.load_extension(sqlite_vec.loadable_path())
         conn.enable_load_extension(False)
-        _apply_pragmas(conn, profile)
+        # Fails here, with a clear error, if the file is not a SQLite database.
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+        try:
+            if check is not None:
+                check(conn)
+            _apply_pragmas(conn, profile)
+        except BaseException:
+            conn.close()
+            raise
     return conn
 
 
@@ -53,8 +63,6 @@ def _create_private_file(path: Path) -> None:
 
 
 def _apply_pragmas(conn: apsw.Connection, profile: str) -> None:
-    # Fails here, with a clear error, if the file is not a SQLite database.
-    conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
     # WAL: readers never block the writer and a crash never leaves a half-written page visible.
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode.lower() != "wal" and not conn.readonly("main"):

@@ -65,7 +65,8 @@ class Memory:
         profile = profile or default_profile()
         if profile not in PROFILES:
             raise InvalidInput(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
-        conn = open_connection(path, profile=profile, create=create)
+        conn = open_connection(path, profile=profile, create=create,
+                               check=lambda c: schema.check_version(c, path))
         try:
             with translate_errors(path):
                 schema.migrate(conn, path)
