@@ -13,7 +13,7 @@ import apsw
 import sqlite_vec
 
 from .config import DURABILITY
-from .errors import Busy, MagrayError, StoreError
+from .errors import Busy, MagrayError, NotFound, StoreError
 
 # How long one statement waits for another process's lock before SQLite gives up.
 BUSY_TIMEOUT_MS = 10_000
@@ -30,7 +30,7 @@ def open_connection(path: Path, *, profile: str = "safe", create: bool = True,
         raise StoreError(f"{path} is a directory, not a memory file")
     if not path.exists():
         if not create:
-            raise StoreError(f"no memory file at {path} (run `magray init`)")
+            raise NotFound(f"no memory file at {path} (run `magray init`)")
         _create_private_file(path)
     flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI
     with translate_errors(path):

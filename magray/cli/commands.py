@@ -119,7 +119,7 @@ def cmd_rm(mem: Memory, args: argparse.Namespace) -> Any:
 
 
 def cmd_tag(mem: Memory, args: argparse.Namespace) -> Any:
-    add, remove = [], []
+    add, remove = list(args.add), list(args.remove)
     for change in args.changes:
         if change[:1] == "+":
             add.append(change[1:])

@@ -33,9 +33,9 @@ def exit_code_for(exc: errors.MagrayError) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .parser import build_parser
+    from .parser import build_parser, parse_args
 
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     command = args.command
     try:
         from ..memory import Memory

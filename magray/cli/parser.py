@@ -62,6 +62,19 @@ def _sub(subs, name: str, help_text: str, examples: str, common) -> argparse.Arg
                            formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse argv; `tag ID -name` removals look like options to argparse, so they are collected
+    here as changes of the tag command (and refused for every other command)."""
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "tag":
+        removals = [e for e in extra if e.startswith("-") and not e.startswith("--") and len(e) > 1]
+        extra = [e for e in extra if e not in removals]
+        args.changes = list(args.changes) + removals
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="magray", description=DESCRIPTION, epilog=EPILOG, parents=[_common(False)],
                     formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -124,9 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     p.add_argument("--hard", action="store_true", help="remove it with its vectors and index entries now")
 
-    p = _sub(subs, "tag", "add (+name) or remove (-name) tags", "  magray tag 42 +urgent -later\n", common)
+    p = _sub(subs, "tag", "add (+name) or remove (-name) tags",
+             "  magray tag 42 +urgent -later\n  magray tag 42 --add urgent --remove later\n", common)
     p.add_argument("id", type=int)
-    p.add_argument("changes", nargs=argparse.REMAINDER, metavar="+TAG|-TAG")
+    p.add_argument("changes", nargs="*", metavar="+TAG|-TAG")
+    p.add_argument("--add", action="append", default=[], metavar="TAG")
+    p.add_argument("--remove", action="append", default=[], metavar="TAG")
 
     p = _sub(subs, "promote", "move a memory to another layer", "  magray promote 42 --to assets\n", common)
     p.add_argument("id", type=int)
