@@ -71,3 +71,91 @@ DURABILITY: dict[str, Durability] = {
         "power loss may lose the last commits",
     ),
 }
+
+
+# The lifecycle rules, overridable in $XDG_CONFIG_HOME/magray/config.toml (`magray config set`).
+LIFECYCLE_DEFAULTS: dict[str, dict[str, object]] = {
+    "promotion": {
+        # An interact memory used this many times within its TTL moves to insights.
+        "interact_min_uses": 3,
+        # An insights memory used in this many distinct sessions moves to assets...
+        "insights_min_sessions": 3,
+        # ...and so does one whose importance is at least this.
+        "insights_min_importance": 0.8,
+    },
+    "dedup": {
+        # Layers where a near-duplicate reinforces an existing memory instead of standing alone.
+        # Not interact: conversation turns repeat ("thanks!") without being the same memory.
+        "layers": ["insights", "assets"],
+        # Cosine similarity at or above which two memories count as near-duplicates.
+        "min_similarity": 0.95,
+    },
+    "maintenance": {
+        # Expired memories purged, at most, after each write (bounded work on normal use).
+        "expire_per_write": 20,
+        # PRAGMA optimize runs after every this many adds.
+        "optimize_every_adds": 1000,
+    },
+}
+
+
+def config_dir() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "magray"
+
+
+def config_path() -> Path:
+    return config_dir() / "config.toml"
+
+
+def load_rules() -> dict[str, dict[str, object]]:
+    """The lifecycle rules: defaults, overridden by the user's config file."""
+    import copy
+    import tomllib
+
+    from .errors import InvalidInput
+
+    rules = copy.deepcopy(LIFECYCLE_DEFAULTS)
+    path = config_path()
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            raise InvalidInput(f"cannot read {path}: {exc}") from None
+        for section, values in data.items():
+            if section in rules and isinstance(values, dict):
+                for key, value in values.items():
+                    if key in rules[section]:
+                        rules[section][key] = value
+    return rules
+
+
+def set_rule(key: str, raw: str) -> dict[str, dict[str, object]]:
+    """Set `section.name` to `raw` (parsed like the default's type) and rewrite the config file."""
+    import json
+
+    from .errors import InvalidInput
+
+    section, _, name = key.partition(".")
+    if section not in LIFECYCLE_DEFAULTS or name not in LIFECYCLE_DEFAULTS[section]:
+        known = ", ".join(f"{s}.{n}" for s, v in LIFECYCLE_DEFAULTS.items() for n in v)
+        raise InvalidInput(f"unknown setting {key!r}: use one of {known}")
+    default = LIFECYCLE_DEFAULTS[section][name]
+    try:
+        if isinstance(default, list):
+            value: object = [v.strip() for v in raw.split(",") if v.strip()]
+        else:
+            value = type(default)(raw)
+    except ValueError:
+        raise InvalidInput(f"{key} must be a {type(default).__name__}, got {raw!r}") from None
+    rules = load_rules()
+    rules[section][name] = value
+    lines = ["# magray lifecycle rules (see `magray config show`)"]
+    for sec, values in rules.items():
+        lines.append(f"\n[{sec}]")
+        lines.extend(f"{k} = {json.dumps(v)}" for k, v in values.items())
+    path = config_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return rules

@@ -13,10 +13,11 @@ from typing import Any
 import apsw
 
 from . import binding as binding_mod
-from . import records, schema, search as search_mod, vectors
-from .config import DURABILITY, LAYERS, PROFILES, default_db_path, default_profile
+from . import lifecycle, records, schema, search as search_mod, vectors
+from .config import DURABILITY, LAYERS, PROFILES, default_db_path, default_profile, load_rules
 from .db import open_connection, read_snapshot, translate_errors, write_transaction
 from .embed import cache
+from .memory_lifecycle import LifecycleMixin
 from .errors import Busy, InvalidInput, ModelError, ModelMismatch
 from .types import AddResult, Filters, MemoryRecord, SearchHit, Status
 
@@ -38,7 +39,7 @@ class _Prepared:
     chunks: list[str] = field(default_factory=list)
 
 
-class Memory:
+class Memory(LifecycleMixin):
     """One memory file. Open with `Memory.open(path)`; use as a context manager to close it."""
 
     def __init__(self, conn: apsw.Connection, path: Path, *, profile: str, model: str | None,
@@ -51,6 +52,7 @@ class Memory:
         self._clock = clock
         self._embedder = None
         self._binding: binding_mod.Binding | None = None
+        self.rules = load_rules()
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -256,7 +258,7 @@ class Memory:
                                               m.session, m.created_at, embedded.hashes[start:start + n],
                                               embedded.vectors[start:start + n])
                     cache.store(self._conn, entry.sha256, embedded.new_entries, self.now())
-                    records.bump_counters(self._conn, {"embeddings_computed": len(embedded.new_entries)})
+                    records.bump_counters(self._conn, {"embeddings_computed": len(embedded.new_entries)}, self.now())
                 done += len(todo)
                 if progress:
                     progress(done, done + self._conn.execute(
@@ -291,16 +293,19 @@ class Memory:
             project: str | None = None, session: str | None = None, title: str | None = None,
             kind: str | None = None, source: str | None = None,
             metadata: Mapping[str, Any] | None = None, ttl: float | None = None,
-            importance: float | None = None, created_at: float | None = None) -> AddResult:
+            importance: float | None = None, created_at: float | None = None,
+            dedup: bool | None = None) -> AddResult:
         """Store one memory (embedded on write) and return its id. The same content in the same
-        layer and project is stored once: adding it again returns the existing id."""
+        layer and project is stored once: adding it again returns the existing id. In the dedup
+        layers (insights, assets by default) a near-duplicate is kept as an alias that reinforces
+        the memory it repeats; `dedup=False` stores it as a memory of its own."""
         item = dict(content=content, layer=layer, tags=tags, project=project, session=session,
                     title=title, kind=kind, source=source, metadata=metadata, ttl=ttl,
                     importance=importance, created_at=created_at)
-        return self.add_many([item])[0]
+        return self.add_many([item], dedup=dedup)[0]
 
-    def add_many(self, items: Iterable[Mapping[str, Any]], *,
-                 progress: Progress | None = None) -> list[AddResult]:
+    def add_many(self, items: Iterable[Mapping[str, Any]], *, progress: Progress | None = None,
+                 dedup: bool | None = None) -> list[AddResult]:
         """Store many memories. Everything is validated before anything is written; then each
         batch is embedded (outside any transaction) and written in one short transaction."""
         now = self.now()
@@ -308,7 +313,9 @@ class Memory:
         results: list[AddResult] = []
         batch_size = WRITE_BATCH[self.profile]
         for start in range(0, len(prepared), batch_size):
-            results.extend(self._add_batch(prepared[start:start + batch_size]))
+            batch = self._add_batch(prepared[start:start + batch_size], dedup)
+            results.extend(batch)
+            self._maintain(sum(r.created for r in batch))
             if progress:
                 progress(len(results), len(prepared))
         return results
@@ -343,7 +350,7 @@ class Memory:
             tags = [tags]
         return _Prepared(fields, records.check_tags(tags))
 
-    def _add_batch(self, batch: list[_Prepared]) -> list[AddResult]:
+    def _add_batch(self, batch: list[_Prepared], dedup: bool | None) -> list[AddResult]:
         embedder, bound = self._load_embedder()
         texts: list[str] = []
         for p in batch:
@@ -354,6 +361,8 @@ class Memory:
         embedded = cache.embed_cached(self._conn, embedder, bound.sha256, texts)
         results = []
         now = self.now()
+        dedup_layers = set(self.rules["dedup"]["layers"])
+        min_similarity = float(self.rules["dedup"]["min_similarity"])
         with self._write():
             self._check_binding(bound)
             offset = 0
@@ -363,11 +372,17 @@ class Memory:
                 if existing is not None:
                     results.append(AddResult(existing, False, 0))
                 else:
+                    survivor = None
+                    if dedup is not False and f["layer"] in dedup_layers:
+                        survivor = lifecycle.nearest_duplicate(self._conn, bound, embedded.vectors[offset],
+                                                               f["layer"], f["project"], min_similarity)
                     memory_id = records.insert(self._conn, f, p.tags)
                     vectors.insert_chunks(self._conn, bound.generation, memory_id, f["layer"], f["project"],
                                           f["session"], f["created_at"], embedded.hashes[offset:offset + n],
                                           embedded.vectors[offset:offset + n])
-                    results.append(AddResult(memory_id, True, n))
+                    if survivor is not None:
+                        lifecycle.merge_into(self._conn, memory_id, survivor[0], survivor[1], p.tags, now)
+                    results.append(AddResult(memory_id, True, n, survivor[0] if survivor else None))
                 offset += n
             cache.store(self._conn, bound.sha256, embedded.new_entries, now)
             records.bump_counters(self._conn, {
@@ -375,7 +390,7 @@ class Memory:
                 "embeddings_computed": len(embedded.new_entries),
                 "cache_hits": embedded.hits,
                 "cache_misses": len(texts) - embedded.hits,
-            })
+            }, now)
         return results
 
     def _check_binding(self, bound: binding_mod.Binding) -> None:
@@ -454,7 +469,7 @@ class Memory:
                 vectors.move(self._conn, bound.generation, memory_id, to, record.project, record.session)
             records.log_event(self._conn, now, memory_id, "promote",
                               {"from": record.layer, "to": to, "reason": reason})
-            records.bump_counters(self._conn, {"promotions": 1})
+            records.bump_counters(self._conn, {"promotions": 1}, now)
         return records.get(self._conn, memory_id, now, include_expired=True)
 
     def delete(self, memory_id: int, *, hard: bool = False) -> None:
@@ -507,10 +522,11 @@ class Memory:
             embedded = cache.embed_cached(self._conn, embedder, bound.sha256, [query])
         with read_snapshot(self._conn):
             if mode in ("text", "hybrid"):
-                text_hits = search_mod.text_candidates(self._conn, query, filters, now, pool, ranking)
+                text_hits = lifecycle.fold_aliases(self._conn, search_mod.text_candidates(
+                    self._conn, query, filters, now, pool, ranking))
             if embedded is not None:
-                vector_hits = search_mod.vector_candidates(self._conn, bound.generation,
-                                                           embedded.vectors[0], filters, now, pool)
+                vector_hits = lifecycle.fold_aliases(self._conn, search_mod.vector_candidates(
+                    self._conn, bound.generation, embedded.vectors[0], filters, now, pool))
             parts = search_mod.fuse(text_hits, vector_hits, ranking)
             found = records.get_many(self._conn, list(parts))
         hits = search_mod.rank(found, parts, now, k, ranking)
@@ -524,7 +540,7 @@ class Memory:
                 "embeddings_computed": len(embedded.new_entries) if embedded else 0,
                 "cache_hits": embedded.hits if embedded else 0,
                 "cache_misses": (1 - embedded.hits) if embedded else 0,
-            })
+            }, now)
         return hits
 
     def status(self) -> Status:

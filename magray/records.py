@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -94,7 +95,9 @@ def with_filter(name: str) -> str:
             .replace("/*COLUMNS*/", query("memory_columns")))
 
 
-def filter_params(filters: Filters, now: float) -> dict[str, Any]:
+def filter_params(filters: Filters, now: float, *, include_aliases: bool = True) -> dict[str, Any]:
+    """Parameters of sql/filter.sql. Aliases (near-duplicates merged into another memory) are
+    included for search, which reports their survivor instead; `list` hides them."""
     for layer in filters.layers:
         check_layer(layer)
     tags = check_tags(filters.tags)
@@ -108,18 +111,19 @@ def filter_params(filters: Filters, now: float) -> dict[str, Any]:
         "until": filters.until,
         "tags": json.dumps(tags),
         "tag_count": len(tags),
+        "include_aliases": int(include_aliases),
     }
 
 
 def _record(row: tuple) -> MemoryRecord:
     (id_, layer, content, chash, title, kind, source, project, session, tags_text, metadata,
-     created, updated, accessed, count, importance, expires, deleted) = row
+     created, updated, accessed, count, importance, expires, deleted, merged_into) = row
     return MemoryRecord(
         id=id_, layer=layer, content=content, content_hash=chash, title=title, kind=kind,
         source=source, project=project, session=session,
         tags=tags_text.split() if tags_text else [], metadata=json.loads(metadata),
         created_at=created, updated_at=updated, accessed_at=accessed, access_count=count,
-        importance=importance, expires_at=expires, deleted_at=deleted,
+        importance=importance, expires_at=expires, deleted_at=deleted, merged_into=merged_into,
     )
 
 
@@ -156,11 +160,17 @@ def get(conn: apsw.Connection, memory_id: int, now: float, *, include_deleted: b
 
 def list_memories(conn: apsw.Connection, filters: Filters, now: float, limit: int,
                   offset: int = 0) -> list[MemoryRecord]:
-    params = filter_params(filters, now) | {"limit": check_limit(limit), "offset": max(0, int(offset))}
+    params = filter_params(filters, now, include_aliases=False) | {"limit": check_limit(limit), "offset": max(0, int(offset))}
     return [_record(row) for row in conn.execute(with_filter("list_memories"), params)]
 
 
-def record_use(conn: apsw.Connection, ids: list[int], now: float) -> None:
+def record_use(conn: apsw.Connection, ids: list[int], now: float, session: str | None = None) -> None:
+    """Count a use of each memory (and of the session it was used in, when known)."""
+    if session:
+        conn.executemany(
+            "INSERT INTO memory_uses (memory_id, session, uses, last_at) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT DO UPDATE SET uses = uses + 1, last_at = excluded.last_at",
+            [(i, session, now) for i in ids])
     conn.execute(query("record_use"), {
         "ids": json.dumps(ids), "now": now,
         "renewed_layers": json.dumps(sorted(RENEWED_BY_USE)),
@@ -197,12 +207,16 @@ def purge(conn: apsw.Connection, memory_id: int) -> None:
     conn.execute("DELETE FROM memories WHERE id = ?", (memory_id,))
 
 
-def bump_counters(conn: apsw.Connection, counts: Mapping[str, int]) -> None:
+def bump_counters(conn: apsw.Connection, counts: Mapping[str, int], now: float | None = None) -> None:
+    """Add to the file's counters, in total and for the day (UTC) of `now`."""
+    rows = [(k, v) for k, v in counts.items() if v]
     conn.executemany(
         "INSERT INTO counters (name, value) VALUES (?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-        [(k, v) for k, v in counts.items() if v],
-    )
+        "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", rows)
+    conn.executemany(
+        "INSERT INTO daily_counters (day, name, value) VALUES (date(?, 'unixepoch'), ?, ?) "
+        "ON CONFLICT DO UPDATE SET value = value + excluded.value",
+        [(now if now is not None else time.time(), k, v) for k, v in rows])
 
 
 def counters(conn: apsw.Connection) -> dict[str, int]:

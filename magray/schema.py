@@ -84,10 +84,19 @@ def migrate(conn: apsw.Connection, path: Path | str = "memory file") -> int:
     return version
 
 
-def dump_schema(conn: apsw.Connection) -> list[tuple[str, str, str]]:
-    """(type, name, normalised SQL) of every schema object, for comparing two files."""
-    rows = conn.execute(
-        "SELECT type, name, sql FROM sqlite_schema WHERE sql IS NOT NULL "
-        "AND name NOT LIKE 'sqlite_%' ORDER BY type, name"
-    ).fetchall()
-    return [(t, n, " ".join(s.split())) for t, n, s in rows]
+def dump_schema(conn: apsw.Connection) -> list[tuple]:
+    """Every schema object, for comparing two files: tables by their columns and foreign keys (an
+    ALTER TABLE rewrites a table's SQL text differently from a fresh CREATE), the rest by SQL."""
+    objects = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE sql IS NOT NULL "
+        "AND name NOT LIKE 'sqlite_%' ORDER BY type, name").fetchall()
+    out: list[tuple] = []
+    for kind, name, table, sql in objects:
+        if kind == "table" and not sql.upper().startswith("CREATE VIRTUAL"):
+            columns = conn.execute(f"SELECT * FROM pragma_table_xinfo('{name}')").fetchall()
+            keys = conn.execute(f"SELECT * FROM pragma_foreign_key_list('{name}')").fetchall()
+            checks = sorted(re.findall(r"CHECK\s*\((?:[^()]|\([^()]*\))*\)", sql))
+            out.append((kind, name, tuple(columns), tuple(keys), tuple(checks)))
+        else:
+            out.append((kind, name, table, " ".join(re.sub(r"--[^\n]*", "", sql).split())))
+    return out

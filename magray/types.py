@@ -47,6 +47,7 @@ class MemoryRecord:
     importance: float = 0.5
     expires_at: float | None = None
     deleted_at: float | None = None
+    merged_into: int | None = None  # set on a near-duplicate kept as an alias of that memory
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -60,6 +61,7 @@ class AddResult:
     id: int
     created: bool  # False when the exact content already existed in that layer and project
     chunks: int = 0
+    merged_into: int | None = None  # a near-duplicate, kept as an alias reinforcing that memory
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,7 +1,8 @@
 -- The WHERE clause shared by list and search: which memories a caller may see. Bound parameters:
 -- :now, :include_expired, :layers (JSON array or NULL), :project, :session, :since, :until,
--- :tags (JSON array), :tag_count.
+-- :tags (JSON array), :tag_count, :include_aliases.
 m.deleted_at IS NULL
+AND (:include_aliases OR m.merged_into IS NULL)
 AND (:include_expired OR m.expires_at IS NULL OR m.expires_at > :now)
 AND (:layers IS NULL OR m.layer IN (SELECT value FROM json_each(:layers)))
 AND (:project IS NULL OR m.project = :project)

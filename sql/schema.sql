@@ -1,4 +1,4 @@
--- The current magray schema in one file: what migrations/0001..0002 produce on a blank file.
+-- The current magray schema in one file: what migrations/0001..0003 produce on a blank file.
 -- tests/test_schema.py checks that the two stay equal. Vector tables (vec_chunks_<generation>) are
 -- created when a model is bound: see magray/vectors.py.
 
@@ -21,7 +21,8 @@ CREATE TABLE memories (
     access_count INTEGER NOT NULL DEFAULT 0,
     importance   REAL    NOT NULL DEFAULT 0.5 CHECK (importance BETWEEN 0 AND 1),
     expires_at   REAL,                          -- NULL: never expires
-    deleted_at   REAL                           -- soft-deleted, purged later
+    deleted_at   REAL,                          -- soft-deleted, purged later
+    merged_into  INTEGER REFERENCES memories (id) ON DELETE SET NULL  -- a near-duplicate alias of that memory
 );
 
 -- Exact duplicates of live memories are refused per layer and project.
@@ -30,6 +31,7 @@ CREATE UNIQUE INDEX memories_unique_content ON memories (layer, project, content
 CREATE INDEX memories_layer_created ON memories (layer, created_at);
 CREATE INDEX memories_scope ON memories (project, session);
 CREATE INDEX memories_expires ON memories (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX memories_merged ON memories (merged_into) WHERE merged_into IS NOT NULL;
 
 CREATE TABLE memory_tags (
     memory_id INTEGER NOT NULL REFERENCES memories (id) ON DELETE CASCADE,
@@ -133,3 +135,18 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_memory ON events (memory_id, at);
 CREATE INDEX events_by_time ON events (at);
+
+CREATE TABLE memory_uses (
+    memory_id INTEGER NOT NULL REFERENCES memories (id) ON DELETE CASCADE,
+    session   TEXT    NOT NULL,
+    uses      INTEGER NOT NULL DEFAULT 0,
+    last_at   REAL    NOT NULL,
+    PRIMARY KEY (memory_id, session)
+) WITHOUT ROWID;
+
+CREATE TABLE daily_counters (
+    day   TEXT    NOT NULL,        -- YYYY-MM-DD, UTC
+    name  TEXT    NOT NULL,
+    value INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, name)
+) WITHOUT ROWID;

@@ -1,0 +1,187 @@
+"""How memories move through their life: expiry and purge, promotion by rule, near-duplicate
+aliases, scopes (sessions, projects), usage statistics and maintenance. Functions take a
+connection; the Memory facade runs them in its transactions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import apsw
+
+from . import records, vectors
+from .binding import Binding
+from .schema import query
+
+
+def expired_ids(conn: apsw.Connection, now: float, limit: int | None = None) -> list[int]:
+    sql = ("SELECT id FROM memories WHERE expires_at IS NOT NULL AND expires_at <= ? "
+           "AND deleted_at IS NULL ORDER BY expires_at")
+    params: tuple = (now,)
+    if limit is not None:
+        sql += " LIMIT ?"
+        params = (now, limit)
+    return [r[0] for r in conn.execute(sql, params)]
+
+
+def clean_candidates(conn: apsw.Connection, now: float) -> list[dict[str, Any]]:
+    """What `clean` would purge: expired memories and soft-deleted ones."""
+    rows = conn.execute(
+        "SELECT id, layer, CASE WHEN deleted_at IS NOT NULL THEN 'deleted' ELSE 'expired' END, "
+        "substr(content, 1, 80) FROM memories "
+        "WHERE deleted_at IS NOT NULL OR (expires_at IS NOT NULL AND expires_at <= ?) ORDER BY id", (now,))
+    return [{"id": i, "layer": layer, "reason": reason, "preview": preview} for i, layer, reason, preview in rows]
+
+
+def purge(conn: apsw.Connection, bound: Binding | None, items: list[dict[str, Any]], now: float) -> int:
+    """Remove memories with their tags, FTS entries and vectors, logging why (inside a transaction).
+    Aliases of a purged memory become memories of their own again (ON DELETE SET NULL)."""
+    for item in items:
+        if bound:
+            vectors.delete_for_memory(conn, bound.generation, item["id"])
+        records.purge(conn, item["id"])
+        records.log_event(conn, now, item["id"], "expire" if item["reason"] == "expired" else "purge",
+                          {"layer": item["layer"], "reason": item["reason"]})
+    expired = sum(1 for i in items if i["reason"] == "expired")
+    records.bump_counters(conn, {"expirations": expired, "purges": len(items) - expired}, now)
+    return len(items)
+
+
+def promotion_candidates(conn: apsw.Connection, now: float, rules: dict[str, Any]) -> list[dict[str, Any]]:
+    params = {"now": now, **{k: rules[k] for k in
+                             ("interact_min_uses", "insights_min_sessions", "insights_min_importance")}}
+    return [{"id": i, "to": target, "reason": reason}
+            for i, target, reason in conn.execute(query("promotion_candidates"), params)]
+
+
+def nearest_duplicate(conn: apsw.Connection, bound: Binding, vector, layer: str, project: str,
+                      min_similarity: float) -> tuple[int, float] | None:
+    """The live memory of the same layer and project whose vector is at least `min_similarity`
+    to `vector`, if any (the survivor an incoming near-duplicate should reinforce)."""
+    from .types import Filters
+
+    hits = vectors.knn(conn, bound.generation, vector, 5, Filters(layers=(layer,), project=project),
+                       candidates=64)
+    for _, memory_id, sim in hits:
+        if sim < min_similarity:
+            return None
+        row = conn.execute("SELECT merged_into, deleted_at FROM memories WHERE id = ?", (memory_id,)).fetchone()
+        if row and row[1] is None:
+            return (row[0] or memory_id, sim)
+    return None
+
+
+def merge_into(conn: apsw.Connection, alias_id: int, survivor_id: int, similarity: float,
+               tags: list[str], now: float) -> None:
+    """Keep `alias_id` as an alias of `survivor_id` and reinforce the survivor (a use, merged tags)."""
+    conn.execute("UPDATE memories SET merged_into = ? WHERE id = ?", (survivor_id, alias_id))
+    conn.execute("UPDATE memories SET access_count = access_count + 1, updated_at = ? WHERE id = ?",
+                 (now, survivor_id))
+    records.set_tags(conn, survivor_id, tags, [])
+    records.log_event(conn, now, alias_id, "merge",
+                      {"into": survivor_id, "similarity": round(similarity, 4), "tags_added": tags})
+    records.bump_counters(conn, {"merges": 1}, now)
+
+
+def unmerge(conn: apsw.Connection, alias_id: int, now: float) -> int:
+    row = conn.execute("SELECT merged_into FROM memories WHERE id = ?", (alias_id,)).fetchone()
+    if row is None or row[0] is None:
+        from .errors import InvalidInput
+
+        raise InvalidInput(f"memory {alias_id} is not merged into another memory")
+    conn.execute("UPDATE memories SET merged_into = NULL WHERE id = ?", (alias_id,))
+    records.log_event(conn, now, alias_id, "unmerge", {"from": row[0]})
+    return row[0]
+
+
+def survivors(conn: apsw.Connection, ids: list[int]) -> dict[int, int]:
+    """alias id -> the memory it was merged into, for the aliases among `ids`."""
+    rows = conn.execute("SELECT id, merged_into FROM memories WHERE merged_into IS NOT NULL "
+                        "AND id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
+    return dict(rows.fetchall())
+
+
+def fold_aliases(conn: apsw.Connection, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Replace each alias in a best-first list by its survivor, keeping the survivor's best place."""
+    mapping = survivors(conn, [i for i, _ in ranked])
+    seen: set[int] = set()
+    out = []
+    for memory_id, score in ranked:
+        target = mapping.get(memory_id, memory_id)
+        if target not in seen:
+            seen.add(target)
+            out.append((target, score))
+    return out
+
+
+def duplicate_groups(conn: apsw.Connection, bound: Binding, layers: list[str],
+                     min_similarity: float) -> list[list[int]]:
+    """Groups of live memories (same layer and project) whose vectors are near-duplicates."""
+    import numpy as np
+
+    from .types import Filters
+
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    table = vectors.table(bound.generation)
+    rows = conn.execute(
+        f"SELECT v.memory_id, v.embedding, m.layer, m.project FROM {table} AS v JOIN memories AS m "
+        "ON m.id = v.memory_id WHERE m.deleted_at IS NULL AND m.merged_into IS NULL "
+        "AND m.layer IN (SELECT value FROM json_each(?))", (json.dumps(layers),)).fetchall()
+    for memory_id, blob, layer, project in rows:
+        vec = np.frombuffer(blob, dtype=np.float32)
+        for _, other, sim in vectors.knn(conn, bound.generation, vec, 5,
+                                         Filters(layers=(layer,), project=project), candidates=64):
+            if other != memory_id and sim >= min_similarity:
+                parent[find(other)] = find(memory_id)
+    groups: dict[int, set[int]] = {}
+    for x in list(parent):
+        groups.setdefault(find(x), set()).add(x)
+    for root in list(groups):
+        groups[root].add(root)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+
+def scopes(conn: apsw.Connection, column: str, now: float) -> list[dict[str, Any]]:
+    """Sessions or projects with their live memory counts and last activity."""
+    if column not in ("session", "project"):
+        raise ValueError(column)
+    rows = conn.execute(
+        f"SELECT {column}, count(*), max(created_at) FROM memories WHERE {column} != '' "
+        "AND deleted_at IS NULL AND merged_into IS NULL AND (expires_at IS NULL OR expires_at > ?) "
+        f"GROUP BY {column} ORDER BY max(created_at) DESC", (now,))
+    return [{"name": name, "memories": n, "last": last} for name, n, last in rows]
+
+
+def scope_ids(conn: apsw.Connection, column: str, value: str) -> list[int]:
+    if column not in ("session", "project"):
+        raise ValueError(column)
+    return [r[0] for r in conn.execute(f"SELECT id FROM memories WHERE {column} = ?", (value,))]
+
+
+def layers_by_month(conn: apsw.Connection) -> list[tuple[str, str, int]]:
+    return conn.execute(query("stats_layers_by_month")).fetchall()
+
+
+def activity_by_day(conn: apsw.Connection, days: int) -> list[tuple[str, str, int]]:
+    return conn.execute(
+        "SELECT day, name, value FROM daily_counters WHERE day >= date('now', ?) ORDER BY day, name",
+        (f"-{int(days)} days",)).fetchall()
+
+
+def optimize(conn: apsw.Connection, vacuum: bool) -> None:
+    """Merge FTS5 segments, refresh planner statistics, fold the WAL back into the file, and
+    optionally VACUUM. Each step is safe while other processes use the file."""
+    from .db import write_transaction
+
+    with write_transaction(conn):
+        conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
+    conn.execute("PRAGMA optimize")
+    if vacuum:
+        conn.execute("VACUUM")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
