@@ -12,6 +12,7 @@ from typing import Any
 
 import apsw
 
+from . import backup as backup_mod
 from . import binding as binding_mod
 from . import lifecycle, records, schema, search as search_mod, vectors
 from .config import DURABILITY, LAYERS, PROFILES, default_db_path, default_profile, load_rules
@@ -572,6 +573,72 @@ class Memory(LifecycleMixin):
     def durability(self) -> str:
         return DURABILITY[self.profile].promise
 
+    # -- backups and transfer (magray.backup, magray.transfer) -----------------------------------
+
+    def backup(self, dest: str | os.PathLike | None = None, *,
+               progress: Progress | None = None) -> backup_mod.BackupReport:
+        """Copy this file into one verified, self-contained backup while other processes keep
+        writing (default: `backups/` beside the file); see `magray.backup.create`."""
+        return backup_mod.create(self, dest, progress=progress)
+
+    def restore(self, path: str | os.PathLike, *, progress: Progress | None = None) -> backup_mod.RestoreReport:
+        """Replace this file's content with a verified backup's, keeping a safety copy of the
+        current content; other processes see old or new content, never a mix."""
+        report = backup_mod.restore(self, path, progress=progress)
+        # The restored file may be bound to another model: bind afresh on next use.
+        if self._embedder is not None:
+            self._embedder.close()
+        self._embedder, self._binding = None, None
+        return report
+
+    def import_records(self, items: Iterable[Mapping[str, Any]], *,
+                       progress: Progress | None = None) -> list[AddResult]:
+        """Store exported memories as they were: like add_many, but an item may also carry
+        updated_at, accessed_at, access_count and expires_at, which are kept rather than derived
+        from now (in the same transaction as the insert). Content already present in its layer and
+        project is skipped, so importing the same export twice adds nothing."""
+        now = self.now()
+        prepared = []
+        for item in items:
+            p = self._prepare({k: v for k, v in item.items() if k not in _KEPT_FIELDS}, now)
+            prepared.append((p, _kept_fields(item, p.fields)))
+        results: list[AddResult] = []
+        for start in range(0, len(prepared), WRITE_BATCH[self.profile]):
+            batch = prepared[start:start + WRITE_BATCH[self.profile]]
+            embedder, bound = self._load_embedder()
+            texts: list[str] = []
+            for p, _ in batch:
+                p.chunks = embedder.chunks(p.fields["content"])
+                texts.extend(p.chunks)
+            embedded = cache.embed_cached(self._conn, embedder, bound.sha256, texts)
+            created = 0
+            with self._write():
+                self._check_binding(bound)
+                offset = 0
+                for p, kept in batch:
+                    f, n = p.fields, len(p.chunks)
+                    existing = records.find_duplicate(self._conn, f["layer"], f["project"], f["content_hash"])
+                    if existing is not None:
+                        results.append(AddResult(existing, False, 0))
+                    else:
+                        memory_id = records.insert(self._conn, f, p.tags)
+                        self._conn.execute(
+                            "UPDATE memories SET updated_at = :updated_at, accessed_at = :accessed_at, "
+                            "access_count = :access_count, expires_at = :expires_at WHERE id = :id",
+                            kept | {"id": memory_id})
+                        vectors.insert_chunks(self._conn, bound.generation, memory_id, f["layer"], f["project"],
+                                              f["session"], f["created_at"], embedded.hashes[offset:offset + n],
+                                              embedded.vectors[offset:offset + n])
+                        results.append(AddResult(memory_id, True, n))
+                        created += 1
+                    offset += n
+                cache.store(self._conn, bound.sha256, embedded.new_entries, self.now())
+                records.bump_counters(self._conn, {
+                    "imports": created, "embeddings_computed": len(embedded.new_entries),
+                    "cache_hits": embedded.hits, "cache_misses": len(texts) - embedded.hits})
+            if progress:
+                progress(len(results), len(prepared))
+        return results
 
 def _optional_text(value: Any, name: str) -> str | None:
     if value is None:
@@ -591,3 +658,20 @@ def _number(value: Any, name: str) -> float:
     if number != number or number in (float("inf"), float("-inf")):
         raise InvalidInput(f"{name} must be a finite number")
     return number
+
+
+# Stored fields that an import keeps as exported (the others go through _prepare like an add).
+_KEPT_FIELDS = ("updated_at", "accessed_at", "access_count", "expires_at")
+
+
+def _kept_fields(item: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    count = item.get("access_count", 0)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise InvalidInput(f"access_count must be a whole number, 0 or more, got {count!r}")
+    optional = {name: None if item.get(name) is None else _number(item[name], name)
+                for name in ("accessed_at", "expires_at")}
+    if "expires_at" not in item:
+        optional["expires_at"] = fields["expires_at"]
+    updated = item.get("updated_at")
+    return {"updated_at": fields["created_at"] if updated is None else _number(updated, "updated_at"),
+            "access_count": count, **optional}

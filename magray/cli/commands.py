@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput
@@ -155,13 +156,65 @@ def cmd_reindex(mem: Memory, args: argparse.Namespace) -> Any:
     return mem.reindex(args.model, progress=progress_bar("re-embedding", None))
 
 
+BACKUP_ACTIONS = ("verify", "list", "prune", "policy")
+
+
+def cmd_backup(mem: Memory, args: argparse.Namespace) -> Any:
+    from .. import backup
+
+    action = args.action_or_dest if args.action_or_dest in BACKUP_ACTIONS else None
+    if action != "verify" and args.file:
+        raise InvalidInput(f"unexpected argument {args.file!r}")
+    if action is None:
+        report = mem.backup(args.action_or_dest, progress=progress_bar("backing up", None, unit="page"))
+        result = report.to_dict()
+        if args.rotate:
+            result["rotation"] = backup.prune(Path(report.path).parent, backup.get_policy(mem.connection))
+        return result
+    if action == "verify":
+        if not args.file:
+            raise InvalidInput("name the backup to check: magray backup verify FILE")
+        return backup.verify(args.file).to_dict()
+    given = {"keep_last": args.keep, "keep_daily": args.keep_daily, "keep_weekly": args.keep_weekly}
+    explicit = {k: v for k, v in given.items() if v is not None}
+    if action == "policy":
+        if not explicit:
+            return backup.get_policy(mem.connection)
+        return backup.set_policy(mem, **(backup.get_policy(mem.connection) | explicit))
+    folder = Path(args.dir) if args.dir else backup.default_dir(mem.path)
+    if action == "list":
+        return backup.list_backups(folder)
+    return backup.prune(folder, given if explicit else backup.get_policy(mem.connection), dry_run=args.dry_run)
+
+
+def cmd_restore(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.restore(args.file, progress=progress_bar("restoring", None, unit="page")).to_dict()
+
+
+def cmd_export(mem: Memory, args: argparse.Namespace) -> Any:
+    from .. import transfer
+
+    if args.json and args.format == "jsonl" and args.output in (None, "-"):
+        raise InvalidInput("--json prints its envelope on stdout: give the export a file with -o PATH")
+    return transfer.export_to_path(mem, args.format, args.output, with_vectors=args.vectors, per=args.per,
+                                   stdout=sys.stdout, progress=progress_bar("exporting", None))
+
+
+def cmd_import(mem: Memory, args: argparse.Namespace) -> Any:
+    from .. import transfer
+
+    stream = sys.stdin if args.file == "-" else _open_text(args.file)
+    with stream:
+        return transfer.import_jsonl(mem, stream, name=args.file, progress=progress_bar("importing", None))
+
 HANDLERS: dict[str, Callable[[Memory, argparse.Namespace], Any]] = {
     "init": cmd_init, "add": cmd_add, "get": cmd_get, "list": cmd_list, "search": cmd_search,
     "update": cmd_update, "rm": cmd_rm, "tag": cmd_tag, "promote": cmd_promote,
     "status": cmd_status, "model": cmd_model, "reindex": cmd_reindex,
+    "backup": cmd_backup, "restore": cmd_restore, "export": cmd_export, "import": cmd_import,
 }
 # Commands that may create the memory file; the others refuse a missing file.
-CREATES_FILE = frozenset({"init", "add", "model"})
+CREATES_FILE = frozenset({"init", "add", "model", "restore", "import"})
 
 
 _bars_enabled = True
@@ -172,13 +225,13 @@ def set_progress(enabled: bool) -> None:
     _bars_enabled = enabled
 
 
-def progress_bar(label: str, total: int | None) -> Callable[[int, int], None] | None:
+def progress_bar(label: str, total: int | None, *, unit: str = "memory") -> Callable[[int, int], None] | None:
     """A tqdm bar on a terminal; nothing under --json or when stderr is not a terminal."""
     if not _bars_enabled or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=label, unit="memory", leave=False)
+    bar = tqdm(total=total, desc=label, unit=unit, leave=False)
 
     def update(done: int, total_now: int) -> None:
         bar.total = total_now

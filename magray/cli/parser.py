@@ -166,4 +166,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     _sub(subs, "reindex", "re-embed every memory with the model named by --model, then switch atomically",
          "  magray reindex --model minilm-f16\n", common)
+
+    p = _sub(subs, "backup", "back up the memory file while other processes keep writing; verify, list, prune",
+             "  magray backup                      # to backups/ beside the memory file, verified\n"
+             "  magray backup /mnt/usb/            # a timestamped file in that folder\n"
+             "  magray backup --rotate             # then prune by the file's policy\n"
+             "  magray backup verify backups/memory-20260501T120000Z.db\n"
+             "  magray backup list\n"
+             "  magray backup prune --keep-daily 7 --keep-weekly 4 --dry-run\n"
+             "  magray backup policy --keep-daily 14 --keep-weekly 8\n"
+             "daily at 03:00 with cron (crontab -e):\n"
+             "  0 3 * * * MAGRAY_DB=$HOME/.local/share/magray/memory.db magray backup --rotate --json >/dev/null\n",
+             common)
+    p.add_argument("action_or_dest", nargs="?", metavar="ACTION|DEST",
+                   help="verify FILE, list, prune or policy; anything else is where to write the backup "
+                        "(a new file, or a folder; default: backups/ beside the memory file)")
+    p.add_argument("file", nargs="?", metavar="FILE", help="the backup to check (with verify)")
+    p.add_argument("--rotate", action="store_true", help="after the backup, prune its folder by the stored policy")
+    p.add_argument("--dir", metavar="FOLDER", help="backups folder for list and prune (default: backups/ beside the file)")
+    p.add_argument("--keep", type=int, metavar="N", help="prune/policy: keep the newest N backups")
+    p.add_argument("--keep-daily", type=int, metavar="D", help="prune/policy: keep the newest backup of each of the last D days")
+    p.add_argument("--keep-weekly", type=int, metavar="W", help="prune/policy: keep the newest backup of each of the last W weeks")
+    p.add_argument("--dry-run", action="store_true", help="prune: only say what would be removed")
+
+    _sub(subs, "restore", "replace the memory file's content with a verified backup (a safety copy is kept)",
+         "  magray restore backups/memory-20260501T120000Z.db\n", common).add_argument(
+        "file", metavar="FILE", help="a backup, or any copy of a memory file")
+
+    p = _sub(subs, "export", "write every memory to JSONL (optionally with vectors) or Markdown files",
+             "  magray export -o memories.jsonl\n  magray export --vectors -o memories.jsonl\n"
+             "  magray export --format markdown --per layer -o notes/\n", common)
+    p.add_argument("--format", choices=("jsonl", "markdown"), default="jsonl", help="default: jsonl")
+    p.add_argument("--vectors", action="store_true", help="jsonl: include each chunk's vector (with the model's sha256)")
+    p.add_argument("-o", "--output", metavar="PATH", help="a new file (jsonl; default stdout) or a new folder (markdown)")
+    p.add_argument("--per", choices=("memory", "layer"), default="memory",
+                   help="markdown: one file per memory (default) or per layer")
+
+    _sub(subs, "import", "add the memories of a `magray export` JSONL file, with their original fields",
+         "  magray import memories.jsonl\n  magray export | magray --db other.db import -\n", common).add_argument(
+        "file", metavar="FILE", help="a JSONL export ('-' for stdin); importing twice adds nothing")
     return parser

@@ -98,7 +98,22 @@ def _status(s: Status) -> str:
     return "\n".join(lines)
 
 
+def _backups(backups: list[dict[str, Any]]) -> str:
+    if not backups:
+        return "no backups"
+    lines = [f"{'created':<21} {'size':>10} {'memories':>9} {'schema':>6} {'verified':<8} file"]
+    for b in backups:
+        lines.append(f"{b['created'] or '?':<21} {b['size_bytes'] / 1e6:>8.1f}MB {b['memories'] or 0:>9} "
+                     f"{b['schema_version'] or '?':>6} {'yes' if b['verified'] else 'NO':<8} {b['file']}"
+                     + ("" if b["kind"] == "backup" else f"  ({b['kind']})"))
+    return "\n".join(lines)
+
+
 def text(command: str, value: Any, args: Any) -> str:
+    if command == "backup" and getattr(args, "action_or_dest", None) == "list":
+        return _backups(value)
+    if command == "export" and isinstance(value, dict) and value.get("path") == "-":
+        return ""  # the export itself went to stdout
     if isinstance(value, AddResult):
         return f"{'added' if value.created else 'exists'} {value.id}"
     if isinstance(value, MemoryRecord):

@@ -1,0 +1,468 @@
+"""Backups of the memory file: SQLite's online backup API (other processes keep writing), a
+verification of every copy with a small JSON manifest beside it, listing, rotation, and a restore
+that other processes see as one transaction (old content or new, never a mix)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import struct
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import apsw
+import sqlite_vec
+
+from . import binding as binding_mod, schema, vectors
+from .db import BUSY_TIMEOUT_MS, WRITE_RETRIES, open_connection, read_snapshot, translate_errors
+from .errors import Busy, InvalidInput, NotFound, StoreError
+from .timeutil import iso
+
+if TYPE_CHECKING:
+    from .memory import Memory
+
+Progress = Callable[[int, int], None]  # (pages copied, pages in all)
+
+BACKUP_DIR = "backups"
+MANIFEST_SUFFIX = ".json"
+PARTIAL_SUFFIX = ".partial"
+# Pages copied per backup step: ~4 MB with 4 KiB pages, so progress moves and the GIL is released often.
+STEP_PAGES = 1024
+POLICY_KEY = "backup_policy"
+DEFAULT_POLICY: dict[str, int | None] = {"keep_last": None, "keep_daily": 7, "keep_weekly": 4}
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass
+class BackupReport:
+    """What a verified backup holds: written into its manifest and returned by verify."""
+
+    path: str
+    created_at: float
+    size_bytes: int
+    sha256: str
+    memories: int        # live (not deleted) memories
+    rows: int            # every memory row, soft-deleted ones included
+    schema_version: int
+    model: dict[str, Any] | None
+    page_size: int
+    page_count: int
+    kind: str = "backup"  # or "pre-restore": the safety copy a restore makes first
+    source: str | None = None
+    verified: bool = True
+    manifest: bool = True  # False: a file without a manifest (a plain copy), checked on its own
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"created": iso(self.created_at)}
+
+
+@dataclass
+class RestoreReport:
+    restored_from: str
+    memories: int
+    schema_version: int
+    migrated_from: int | None
+    safety_copy: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- where backups go --------------------------------------------------------------------------------
+
+def default_dir(db_path: Path) -> Path:
+    """`backups/` beside the memory file."""
+    return Path(db_path).resolve().parent / BACKUP_DIR
+
+
+def manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + MANIFEST_SUFFIX)
+
+
+def _private_dir(folder: Path) -> None:
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create {folder}: {exc.strerror}") from None
+
+
+def _target(db_path: Path, dest: str | os.PathLike | None, kind: str, now: float) -> Path:
+    """The backup file to write: DEST itself, or a timestamped name in DEST (a folder) or in the
+    default folder. Our own default folder is kept private (0700) even if it already existed."""
+    if dest is None:
+        folder = default_dir(db_path)
+        _private_dir(folder)
+        folder.chmod(0o700)
+    else:
+        dest = Path(dest).expanduser()
+        if not (dest.is_dir() or str(dest).endswith(os.sep)):
+            if dest.exists():
+                raise InvalidInput(f"{dest} already exists; name a new file or a folder")
+            _private_dir(dest.parent)
+            return dest.resolve()
+        folder = dest
+        _private_dir(folder)
+    stamp = datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    label = Path(db_path).stem + ("" if kind == "backup" else f"-{kind}")
+    target = folder / f"{label}-{stamp}.db"
+    n = 1
+    while target.exists() or manifest_path(target).exists():
+        n += 1
+        target = folder / f"{label}-{stamp}-{n}.db"
+    return target.resolve()
+
+
+# -- making a backup ----------------------------------------------------------------------------------
+
+def create(mem: Memory, dest: str | os.PathLike | None = None, *, kind: str = "backup",
+           step_pages: int = STEP_PAGES, progress: Progress | None = None) -> BackupReport:
+    """Copy the live file into one self-contained .db (rollback journal, no -wal needed beside it)
+    with the online backup API, verify the copy, then write its manifest. Other processes keep
+    writing meanwhile; the copy holds exactly what was committed when the backup began."""
+    conn, now = mem.connection, mem.now()
+    target = _target(mem.path, dest, kind, now)
+    partial = target.with_name(target.name + PARTIAL_SUFFIX)
+    _create_private(partial)
+    try:
+        with translate_errors(mem.path), read_snapshot(conn):
+            # A read transaction held across all steps pins one WAL snapshot: writers in other
+            # processes go on appending to the WAL, and the backup never restarts because of them.
+            expected = _counts(conn)
+            with closing(apsw.Connection(str(partial))) as dst:
+                _copy(dst, conn, step_pages, progress)
+                # The copy must stand alone: rollback-journal mode, so no -wal file is needed.
+                dst.execute("PRAGMA journal_mode=DELETE").fetchall()
+        _fsync(partial)
+        report = verify(partial, expected=expected)
+        os.replace(partial, target)
+        _fsync(target.parent)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    report.path, report.created_at, report.kind, report.source = str(target), now, kind, str(mem.path)
+    _write_manifest(target, report)
+    report.manifest = True
+    return report
+
+
+def _create_private(path: Path) -> None:
+    # 0600 before SQLite writes a byte: a backup holds every memory.
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        os.close(fd)
+        path.chmod(0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot create {path}: {exc.strerror}") from None
+
+
+def _copy(dst: apsw.Connection, src: apsw.Connection, step_pages: int, progress: Progress | None) -> None:
+    """Copy every page of `src` into `dst`, a step at a time. Another process holding the
+    destination's write lock (a restore into a live file) is waited for, then retried."""
+    for attempt in range(WRITE_RETRIES + 1):
+        try:
+            with dst.backup("main", src, "main") as job:
+                while not job.done:
+                    job.step(step_pages)
+                    if progress:
+                        progress(job.pagecount - job.remaining, job.pagecount)
+            return
+        except apsw.BusyError:
+            if attempt == WRITE_RETRIES:
+                raise Busy("the memory file stayed locked by another process; try again") from None
+            time.sleep(random.uniform(0.01, 0.05) * (2**attempt))
+        except apsw.ReadOnlyError:
+            raise StoreError("cannot copy between files with different page sizes while one is in "
+                             "WAL mode (run `PRAGMA journal_mode=DELETE` on the backup first)") from None
+
+
+def _counts(conn: apsw.Connection) -> dict[str, Any]:
+    live, rows = conn.execute(
+        "SELECT count(*) FILTER (WHERE deleted_at IS NULL), count(*) FROM memories").fetchone()
+    bound = binding_mod.current(conn)
+    return {"memories": live, "rows": rows, "schema_version": schema.current_version(conn),
+            "model": bound.to_dict() if bound else None}
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_manifest(target: Path, report: BackupReport) -> None:
+    path = manifest_path(target)
+    tmp = path.with_name(path.name + PARTIAL_SUFFIX)
+    data = {k: v for k, v in report.to_dict().items() if k not in ("manifest", "path")}
+    data["file"] = target.name
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2, sort_keys=True)
+        out.write("\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    _fsync(path.parent)
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    mpath = manifest_path(Path(path))
+    if not mpath.is_file():
+        return None
+    try:
+        data = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"the manifest {mpath} cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise StoreError(f"the manifest {mpath} is not a JSON object")
+    return data
+
+
+# -- verifying ----------------------------------------------------------------------------------------
+
+def verify(path: str | os.PathLike, *, expected: dict[str, Any] | None = None) -> BackupReport:
+    """Check a backup (or any copy of a memory file) before trusting it: a complete SQLite file
+    (not truncated), sha256 equal to its manifest's when it has one, PRAGMA integrity_check
+    clean, a magray schema this code understands (SchemaTooNew otherwise), vectors consistent
+    with the model binding, and counts equal to the manifest's (or to `expected`).
+    Raises StoreError naming the first problem; returns what the file holds."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise NotFound(f"no backup file at {path}")
+    page_size, page_count = _check_header(path)
+    digest = sha256_file(path)
+    manifest = read_manifest(path)
+    if manifest is not None and manifest.get("sha256") != digest:
+        raise StoreError(f"{path} does not match its manifest (sha256 differs): the file was "
+                         "changed or damaged after the backup was made")
+    with closing(_open_readonly(path)) as conn, translate_errors(path):
+        problems = [row[0] for row in conn.execute("PRAGMA integrity_check(5)")]
+        if problems != ["ok"]:
+            raise StoreError(f"{path} is damaged: {'; '.join(problems)}")
+        is_magray = conn.execute("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN "
+                                 "('memories', 'model_binding', 'settings')").fetchone()[0] == 3
+        if not is_magray or schema.current_version(conn) < 1:
+            raise StoreError(f"{path} is a SQLite database but not a magray memory file")
+        schema.check_version(conn, path)
+        counts = _counts(conn)
+        _check_vectors(conn, path, counts["model"])
+    for reference, what in ((manifest, "its manifest"), (expected, "the live file")):
+        for key in ("memories", "rows", "schema_version", "model"):
+            if reference is not None and key in reference and reference[key] != counts[key]:
+                raise StoreError(f"{path} does not match {what}: {key} is {counts[key]!r}, "
+                                 f"expected {reference[key]!r}")
+    return BackupReport(
+        path=str(path), created_at=(manifest or {}).get("created_at", path.stat().st_mtime),
+        size_bytes=path.stat().st_size, sha256=digest, page_size=page_size, page_count=page_count,
+        kind=(manifest or {}).get("kind", "backup"), source=(manifest or {}).get("source"),
+        manifest=manifest is not None, **counts)
+
+
+def _check_header(path: Path) -> tuple[int, int]:
+    """Page size and count from the 100-byte header; refuse foreign and truncated files here,
+    before SQLite reads a page."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        raise StoreError(f"{path} is not a magray backup (not a SQLite database)")
+    page_size = struct.unpack(">H", header[16:18])[0]
+    page_size = 65536 if page_size == 1 else page_size
+    change_counter, page_count, valid_for = (struct.unpack(">I", header[o:o + 4])[0] for o in (24, 28, 92))
+    # The in-header page count is trustworthy when it was written by the same change as the
+    # counter (SQLite >= 3.7.0); a WAL-mode copy may be longer (it was checkpointed) but never shorter.
+    if page_size < 512 or size % page_size:
+        raise StoreError(f"{path} is truncated or damaged: {size:,} bytes is not a whole number of "
+                         f"{page_size}-byte pages")
+    if change_counter == valid_for and size < page_count * page_size:
+        raise StoreError(f"{path} is truncated: {size:,} bytes of {page_count * page_size:,}")
+    return page_size, size // page_size
+
+
+def _open_readonly(path: Path) -> apsw.Connection:
+    """A read-only connection with sqlite-vec loaded. A WAL-mode file without a -wal beside it (a
+    copy of a closed live file) is opened as immutable, so that checking it leaves no -wal/-shm."""
+    with open(path, "rb") as f:
+        f.seek(18)
+        wal_mode = f.read(2) == b"\x02\x02"
+    uri = f"file:{_uri_path(path)}?mode=ro"
+    if wal_mode and not Path(str(path) + "-wal").exists():
+        uri += "&immutable=1"
+    with translate_errors(path):
+        conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+        conn.setbusytimeout(BUSY_TIMEOUT_MS)
+        conn.enable_load_extension(True)
+        conn.load_extension(sqlite_vec.loadable_path())
+        conn.enable_load_extension(False)
+    return conn
+
+
+def _uri_path(path: Path) -> str:
+    from urllib.parse import quote
+
+    return quote(str(path.resolve()))
+
+
+def _check_vectors(conn: apsw.Connection, path: Path, model: dict[str, Any] | None) -> None:
+    """The binding's vector table exists and holds one vector per chunk of that generation."""
+    if model is None:
+        return
+    generation = model["generation"]
+    table = vectors.table(generation)
+    if not conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = ?", (table,)).fetchone()[0]:
+        raise StoreError(f"{path} is bound to {model['model_name']} but has no vector table {table}")
+    chunks = conn.execute("SELECT count(*) FROM chunks WHERE generation = ?", (generation,)).fetchone()[0]
+    stored = conn.execute(f"SELECT count(*) FROM {table}_rowids").fetchone()[0]
+    if chunks != stored:
+        raise StoreError(f"{path} has {chunks} chunks but {stored} vectors for {model['model_name']}")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- listing and rotation -------------------------------------------------------------------------------
+
+def list_backups(folder: Path) -> list[dict[str, Any]]:
+    """Backups in `folder` that have a manifest (files magray made), newest first. `verified`
+    means the backup was verified when written and its size still matches; `magray backup
+    verify FILE` re-reads the whole file."""
+    found = []
+    for path in Path(folder).glob("*.db"):
+        manifest = read_manifest(path)
+        if manifest is None:
+            continue
+        size = path.stat().st_size
+        found.append({
+            "file": str(path), "created": iso(manifest.get("created_at")), "created_at": manifest.get("created_at"),
+            "size_bytes": size, "memories": manifest.get("memories"),
+            "schema_version": manifest.get("schema_version"), "kind": manifest.get("kind", "backup"),
+            "verified": bool(manifest.get("verified")) and manifest.get("size_bytes") == size,
+        })
+    return sorted(found, key=lambda b: b["created_at"] or 0, reverse=True)
+
+
+def check_policy(keep_last: int | None, keep_daily: int | None, keep_weekly: int | None) -> dict[str, int | None]:
+    policy = {"keep_last": keep_last, "keep_daily": keep_daily, "keep_weekly": keep_weekly}
+    for name, value in policy.items():
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise InvalidInput(f"{name.replace('_', '-')} must be a whole number, 0 or more")
+    if not any(policy.values()):
+        raise InvalidInput("a rotation policy must keep something: give --keep N, --keep-daily D "
+                           "or --keep-weekly W")
+    return policy
+
+
+def get_policy(conn: apsw.Connection) -> dict[str, int | None]:
+    return DEFAULT_POLICY | (binding_mod.get_setting(conn, POLICY_KEY) or {})
+
+
+def set_policy(mem: Memory, keep_last: int | None, keep_daily: int | None,
+               keep_weekly: int | None) -> dict[str, int | None]:
+    from .db import write_transaction
+
+    policy = check_policy(keep_last, keep_daily, keep_weekly)
+    with write_transaction(mem.connection):
+        binding_mod.set_setting(mem.connection, POLICY_KEY, policy)
+    return policy
+
+
+def select_kept(backups: list[dict[str, Any]], policy: dict[str, int | None]) -> set[str]:
+    """Files kept by a policy (backups newest first): the newest `keep_last`, the newest of each of
+    the last `keep_daily` days and `keep_weekly` ISO weeks that have backups (UTC). The newest
+    backup is always kept."""
+    kept = {b["file"] for b in backups[:max(1, policy.get("keep_last") or 0)]}
+    for key, bucket in (("keep_daily", lambda d: d.date()), ("keep_weekly", lambda d: d.isocalendar()[:2])):
+        limit = policy.get(key) or 0
+        seen: set = set()
+        for b in backups:
+            when = bucket(datetime.fromtimestamp(b["created_at"] or 0, tz=timezone.utc))
+            if when in seen:
+                continue
+            if len(seen) == limit:
+                break
+            seen.add(when)
+            kept.add(b["file"])
+    return kept
+
+
+def prune(folder: Path, policy: dict[str, int | None], *, dry_run: bool = False) -> dict[str, Any]:
+    """Remove the backups (and manifests) in `folder` that `policy` does not keep. Files without
+    a manifest are never touched."""
+    check_policy(policy.get("keep_last"), policy.get("keep_daily"), policy.get("keep_weekly"))
+    backups = list_backups(folder)
+    kept = select_kept(backups, policy)
+    removed = [b["file"] for b in backups if b["file"] not in kept]
+    if not dry_run:
+        for name in removed:
+            Path(name).unlink(missing_ok=True)
+            manifest_path(Path(name)).unlink(missing_ok=True)
+    return {"policy": policy, "kept": [b["file"] for b in backups if b["file"] in kept],
+            "removed": removed, "dry_run": dry_run}
+
+
+# -- restoring ----------------------------------------------------------------------------------------
+
+def restore(mem: Memory, path: str | os.PathLike, *, step_pages: int = STEP_PAGES,
+            progress: Progress | None = None) -> RestoreReport:
+    """Replace the live file's content with a backup's. The backup is verified first (a damaged,
+    truncated, foreign or too-new file is refused and the live file is not touched), the current
+    content is saved as a verified safety copy, an older schema is migrated on a temporary copy,
+    and then the pages are copied into the live file by the backup API in one write transaction:
+    other processes, and a crash at any point, see the old content or the new, never a mix."""
+    path = Path(path).expanduser()
+    report = verify(path)
+    if path.resolve() == Path(mem.path).resolve():
+        raise InvalidInput(f"{path} is the live memory file itself")
+    conn = mem.connection
+    safety = None
+    if conn.execute("SELECT count(*) FROM memories").fetchone()[0]:
+        safety = create(mem, kind="pre-restore").path
+    migrated_from = report.schema_version if report.schema_version < schema.latest_version() else None
+    with _restore_source(mem, path, migrated_from is not None) as source:
+        with translate_errors(mem.path):
+            _copy(conn, source, step_pages, progress)
+    counts = _counts(conn)
+    if counts["memories"] != report.memories:
+        raise StoreError(f"the restored file holds {counts['memories']} memories, the backup {report.memories}")
+    return RestoreReport(str(path), counts["memories"], counts["schema_version"], migrated_from, safety)
+
+
+@contextmanager
+def _restore_source(mem: Memory, path: Path, migrate: bool) -> Iterator[apsw.Connection]:
+    """A connection to copy from: the backup itself (read-only), or for an older schema a
+    temporary copy of it brought up to date, so the live file never shows an old schema."""
+    if not migrate:
+        with closing(_open_readonly(path)) as conn:
+            yield conn
+        return
+    folder = default_dir(mem.path)
+    _private_dir(folder)
+    tmp = folder / f".restore-{os.getpid()}-{int(time.time())}.db"
+    _create_private(tmp)
+    try:
+        with closing(_open_readonly(path)) as src, closing(apsw.Connection(str(tmp))) as dst:
+            _copy(dst, src, -1, None)
+        conn = open_connection(tmp, profile=mem.profile, create=False)
+        try:
+            with translate_errors(path):
+                schema.migrate(conn, path)
+            yield conn
+        finally:
+            conn.close()
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(tmp) + suffix).unlink(missing_ok=True)
+
