@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
              common)
     p.add_argument("action_or_dest", nargs="?", metavar="ACTION|DEST",
                    help="verify FILE, list, prune or policy; anything else is where to write the backup "
-                        "(a new file, or a folder; default: backups/ beside the memory file)")
+                        "(a folder, made if needed, or a new file NAME.db; default: backups/ beside the memory file)")
     p.add_argument("file", nargs="?", metavar="FILE", help="the backup to check (with verify)")
     p.add_argument("--rotate", action="store_true", help="after the backup, prune its folder by the stored policy")
     p.add_argument("--dir", metavar="FOLDER", help="backups folder for list and prune (default: backups/ beside the file)")
