@@ -593,10 +593,12 @@ class Memory(LifecycleMixin):
 
     def import_records(self, items: Iterable[Mapping[str, Any]], *,
                        progress: Progress | None = None) -> list[AddResult]:
-        """Store exported memories as they were: like add_many, but an item may also carry
-        updated_at, accessed_at, access_count and expires_at, which are kept rather than derived
-        from now (in the same transaction as the insert). Content already present in its layer and
-        project is skipped, so importing the same export twice adds nothing."""
+        """Store exported memories as they were: like add_many (without near-duplicate merging),
+        but an item may also carry updated_at, accessed_at, access_count, expires_at and its
+        per-session `uses`, which are kept rather than derived from now (in the same transaction
+        as the insert), and its source `id` and `merged_into`, which re-link aliases to their
+        memory at the end. Content already present in its layer and project is skipped, so
+        importing the same export twice adds nothing."""
         now = self.now()
         prepared = []
         for item in items:
@@ -625,7 +627,11 @@ class Memory(LifecycleMixin):
                         self._conn.execute(
                             "UPDATE memories SET updated_at = :updated_at, accessed_at = :accessed_at, "
                             "access_count = :access_count, expires_at = :expires_at WHERE id = :id",
-                            kept | {"id": memory_id})
+                            {k: kept[k] for k in ("updated_at", "accessed_at", "access_count", "expires_at")}
+                            | {"id": memory_id})
+                        self._conn.executemany(
+                            "INSERT INTO memory_uses (memory_id, session, uses, last_at) VALUES (?, ?, ?, ?)",
+                            [(memory_id, u["session"], u["uses"], u["last_at"]) for u in kept["uses"]])
                         vectors.insert_chunks(self._conn, bound.generation, memory_id, f["layer"], f["project"],
                                               f["session"], f["created_at"], embedded.hashes[offset:offset + n],
                                               embedded.vectors[offset:offset + n])
@@ -635,9 +641,17 @@ class Memory(LifecycleMixin):
                 cache.store(self._conn, bound.sha256, embedded.new_entries, self.now())
                 records.bump_counters(self._conn, {
                     "imports": created, "embeddings_computed": len(embedded.new_entries),
-                    "cache_hits": embedded.hits, "cache_misses": len(texts) - embedded.hits})
+                    "cache_hits": embedded.hits, "cache_misses": len(texts) - embedded.hits}, self.now())
             if progress:
                 progress(len(results), len(prepared))
+        # Aliases point at their memory by its id in the exported file: map both ids to this file's.
+        new_id = {kept["id"]: r.id for (_, kept), r in zip(prepared, results) if kept["id"] is not None}
+        links = [(new_id[kept["merged_into"]], r.id) for (_, kept), r in zip(prepared, results)
+                 if kept["merged_into"] in new_id]
+        if links:
+            with self._write():
+                self._conn.executemany("UPDATE memories SET merged_into = ? WHERE id = ? AND merged_into IS NULL",
+                                       links)
         return results
 
 def _optional_text(value: Any, name: str) -> str | None:
@@ -660,18 +674,30 @@ def _number(value: Any, name: str) -> float:
     return number
 
 
-# Stored fields that an import keeps as exported (the others go through _prepare like an add).
-_KEPT_FIELDS = ("updated_at", "accessed_at", "access_count", "expires_at")
+# Fields of an exported memory that an import keeps as they were (the others go through _prepare
+# like an add): stored times and counts, per-session uses, and the ids that link aliases.
+_KEPT_FIELDS = ("updated_at", "accessed_at", "access_count", "expires_at", "uses", "id", "merged_into")
 
 
 def _kept_fields(item: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
-    count = item.get("access_count", 0)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise InvalidInput(f"access_count must be a whole number, 0 or more, got {count!r}")
-    optional = {name: None if item.get(name) is None else _number(item[name], name)
-                for name in ("accessed_at", "expires_at")}
+    def count(value: Any, name: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInput(f"{name} must be a whole number, 0 or more, got {value!r}")
+        return value
+
+    kept: dict[str, Any] = {name: None if item.get(name) is None else _number(item[name], name)
+                            for name in ("accessed_at", "expires_at")}
     if "expires_at" not in item:
-        optional["expires_at"] = fields["expires_at"]
+        kept["expires_at"] = fields["expires_at"]
     updated = item.get("updated_at")
-    return {"updated_at": fields["created_at"] if updated is None else _number(updated, "updated_at"),
-            "access_count": count, **optional}
+    kept["updated_at"] = fields["created_at"] if updated is None else _number(updated, "updated_at")
+    kept["access_count"] = count(item.get("access_count", 0), "access_count")
+    kept["id"] = None if item.get("id") is None else count(item["id"], "id")
+    kept["merged_into"] = None if item.get("merged_into") is None else count(item["merged_into"], "merged_into")
+    uses = item.get("uses") or []
+    if not isinstance(uses, list) or not all(isinstance(u, Mapping) for u in uses):
+        raise InvalidInput("uses must be a list of {session, uses, last_at} objects")
+    kept["uses"] = [{"session": _optional_text(u.get("session"), "uses.session") or "",
+                     "uses": count(u.get("uses", 0), "uses.uses"),
+                     "last_at": _number(u.get("last_at"), "uses.last_at")} for u in uses]
+    return kept

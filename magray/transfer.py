@@ -31,9 +31,10 @@ FORMATS = ("jsonl", "markdown")
 PER = ("memory", "layer")
 # Memories read per query while exporting (keyset paging by id inside one read snapshot).
 PAGE = 500
-# What an import passes on to Memory.import_records; id and content_hash are only checked.
+# What an import passes on to Memory.import_records (content_hash is only checked).
 IMPORTED_FIELDS = ("content", "layer", "tags", "project", "session", "title", "kind", "source", "metadata",
-                   "importance", "created_at", "updated_at", "accessed_at", "access_count", "expires_at")
+                   "importance", "created_at", "updated_at", "accessed_at", "access_count", "expires_at",
+                   "uses", "id", "merged_into")
 
 
 # -- reading the file ---------------------------------------------------------------------------------
@@ -67,9 +68,20 @@ def _chunk_vectors(conn: apsw.Connection, generation: int, ids: list[int]) -> di
     return out
 
 
-def _record_data(m: MemoryRecord) -> dict[str, Any]:
+def _uses(conn: apsw.Connection, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """memory id -> its uses per session."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for memory_id, session, uses, last_at in conn.execute(
+            "SELECT memory_id, session, uses, last_at FROM memory_uses "
+            "WHERE memory_id IN (SELECT value FROM json_each(?)) ORDER BY memory_id, session", (json.dumps(ids),)):
+        out.setdefault(memory_id, []).append({"session": session, "uses": uses, "last_at": last_at})
+    return out
+
+
+def _record_data(m: MemoryRecord, uses: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
     data = asdict(m)
     del data["deleted_at"]  # only live memories are exported
+    data["uses"] = uses.get(m.id, [])
     return data
 
 
@@ -98,9 +110,11 @@ def export_jsonl(mem: Memory, out: IO[str], *, with_vectors: bool = False,
         out.write(json.dumps(header, ensure_ascii=False) + "\n")
         done = 0
         for page in _live_records(conn):
-            chunks = _chunk_vectors(conn, bound.generation, [m.id for m in page]) if header["vectors"] else {}
+            ids = [m.id for m in page]
+            chunks = _chunk_vectors(conn, bound.generation, ids) if header["vectors"] else {}
+            uses = _uses(conn, ids)
             for m in page:
-                data = _record_data(m)
+                data = _record_data(m, uses)
                 if header["vectors"]:
                     data["chunks"] = chunks.get(m.id, [])
                 out.write(json.dumps(data, ensure_ascii=False) + "\n")
@@ -190,7 +204,8 @@ def _front_matter(m: MemoryRecord) -> str:
     fields = {"id": m.id, "layer": m.layer, "title": m.title, "kind": m.kind, "source": m.source,
               "project": m.project, "session": m.session, "tags": m.tags, "metadata": m.metadata,
               "created": iso(m.created_at), "updated": iso(m.updated_at), "accessed": iso(m.accessed_at),
-              "access_count": m.access_count, "importance": m.importance, "expires": iso(m.expires_at)}
+              "access_count": m.access_count, "importance": m.importance, "expires": iso(m.expires_at),
+              "merged_into": m.merged_into}
     lines = [f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in fields.items()]
     return "---\n" + "\n".join(lines) + "\n---\n"
 

@@ -20,10 +20,21 @@ FIELDS = ("layer", "content", "content_hash", "title", "kind", "source", "projec
 
 
 def by_content(mem: Memory) -> dict[tuple[str, str, str], dict]:
-    """Every live memory, expired ones included, keyed by what identifies it across files."""
+    """Every live memory, expired ones and aliases included, keyed by what identifies it across
+    files; ids (which differ between files) are replaced by the content they point at."""
     ids = [r[0] for r in mem.connection.execute("SELECT id FROM memories WHERE deleted_at IS NULL")]
     found = records.get_many(mem.connection, ids)
-    return {(m.layer, m.project, m.content): {k: asdict(m)[k] for k in FIELDS} for m in found.values()}
+    uses: dict[int, list] = {}
+    for memory_id, session, n, last_at in mem.connection.execute(
+            "SELECT memory_id, session, uses, last_at FROM memory_uses ORDER BY session"):
+        uses.setdefault(memory_id, []).append((session, n, last_at))
+    out = {}
+    for m in found.values():
+        data = {k: asdict(m)[k] for k in FIELDS}
+        data["merged_into"] = found[m.merged_into].content if m.merged_into else None
+        data["uses"] = uses.get(m.id, [])
+        out[(m.layer, m.project, m.content)] = data
+    return out
 
 
 def chunk_vectors(mem: Memory) -> dict[tuple[str, int], bytes]:
@@ -36,32 +47,38 @@ def chunk_vectors(mem: Memory) -> dict[tuple[str, int], bytes]:
 
 @pytest.fixture
 def varied(mem):
-    """A file with every kind of field set, used memories, an expired one and a deleted one."""
+    """A file with every kind of field set: used memories (per session too), an alias of a
+    near-duplicate, an expired memory and a deleted one (not exported)."""
     now = mem.now()
     mem.add("chat turn about the weather", tags=["chat", "smalltalk"], project="home", session="s1",
             metadata={"speaker": "user", "n": [1, 2.5, None]}, created_at=now - 3600)
     ins = mem.add("the user likes green tea more than coffee", layer="insights", title="drinks",
                   kind="preference", source="chat:42", importance=0.9, created_at=now - 10 * DAY)
+    alias = mem.add("the user likes green tea more than coffee!", layer="insights")
+    assert alias.merged_into == ins.id
     mem.add("passport number is in the blue folder", layer="assets", tags=["docs"], ttl=0)
     mem.add("ünïcödé content — with emoji 🍵 and\nnewlines", project="intl", ttl=30 * DAY)
-    mem.add("a memory that has already expired", created_at=now - 3 * DAY)
     gone = mem.add("deleted memory, not exported")
     mem.delete(gone.id)
     mem.add("long " + " ".join(f"word{i}" for i in range(600)), layer="assets")  # several chunks
+    # Expired after the last add (an add purges a few expired memories on its way).
+    expired = mem.add("a memory that has already expired")
+    mem.connection.execute("UPDATE memories SET expires_at = ? WHERE id = ?", (now - 60, expired.id))
     for _ in range(3):
-        mem.get(ins.id)  # access_count 3, accessed_at set, expiry renewed
+        mem.get(ins.id)  # access_count, accessed_at set, expiry renewed
+    mem.touch(ins.id, session="s9")
     return mem
 
 
 def test_jsonl_export_then_import_round_trips_every_field_and_vector(varied, tmp_path, model_path):
     out = io.StringIO()
     result = transfer.export_jsonl(varied, out, with_vectors=True)
-    assert result == {"format": "jsonl", "memories": 6, "vectors": True}
+    assert result == {"format": "jsonl", "memories": 7, "vectors": True}
     lines = out.getvalue().splitlines()
-    assert json.loads(lines[0])["format"] == transfer.FORMAT and len(lines) == 7
+    assert json.loads(lines[0])["format"] == transfer.FORMAT and len(lines) == 8
     with Memory.open(tmp_path / "fresh.db", model=str(model_path)) as fresh:
         imported = transfer.import_jsonl(fresh, io.StringIO(out.getvalue()))
-        assert imported["added"] == 6 and imported["existing"] == 0
+        assert imported["added"] == 7 and imported["existing"] == 0
         assert imported["vectors_reused"] == len(chunk_vectors(varied))
         assert by_content(fresh) == by_content(varied)
         assert chunk_vectors(fresh) == chunk_vectors(varied)
@@ -71,7 +88,7 @@ def test_jsonl_export_then_import_round_trips_every_field_and_vector(varied, tmp
                             touch=False)[0].memory.title == "drinks"
         # Importing the same file again adds nothing and changes nothing.
         again = transfer.import_jsonl(fresh, io.StringIO(out.getvalue()))
-        assert again["added"] == 0 and again["existing"] == 6
+        assert again["added"] == 0 and again["existing"] == 7
         assert by_content(fresh) == by_content(varied)
 
 
@@ -117,13 +134,15 @@ def front_matter(text: str) -> dict:
 
 def test_markdown_export_per_memory_and_per_layer(varied, tmp_path):
     per_memory = transfer.export_markdown(varied, tmp_path / "md")
-    assert per_memory["memories"] == 6
+    assert per_memory["memories"] == 7
     files = sorted((tmp_path / "md").rglob("*.md"))
-    assert len(files) == 6 and {f.parent.name for f in files} == {"interact", "insights", "assets"}
+    assert len(files) == 7 and {f.parent.name for f in files} == {"interact", "insights", "assets"}
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
     drinks = next(f for f in files if "drinks" in f.name)
     meta = front_matter(drinks.read_text())
-    assert meta["layer"] == "insights" and meta["kind"] == "preference" and meta["access_count"] == 3
+    assert meta["layer"] == "insights" and meta["kind"] == "preference" and meta["access_count"] == 5
+    alias = next(f for f in files if "green-tea" in f.name and f != drinks)
+    assert front_matter(alias.read_text())["merged_into"] == meta["id"]
     assert drinks.read_text().rstrip().endswith("the user likes green tea more than coffee")
     transfer.export_markdown(varied, tmp_path / "layers", per="layer")
     assets = (tmp_path / "layers" / "assets.md").read_text()

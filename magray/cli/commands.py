@@ -207,6 +207,7 @@ def cmd_import(mem: Memory, args: argparse.Namespace) -> Any:
     with stream:
         return transfer.import_jsonl(mem, stream, name=args.file, progress=progress_bar("importing", None))
 
+
 HANDLERS: dict[str, Callable[[Memory, argparse.Namespace], Any]] = {
     "init": cmd_init, "add": cmd_add, "get": cmd_get, "list": cmd_list, "search": cmd_search,
     "update": cmd_update, "rm": cmd_rm, "tag": cmd_tag, "promote": cmd_promote,
