@@ -129,7 +129,7 @@ def main() -> None:
     live = work / "live.db"
     shutil.copyfile(source, live)
     cp, bk_copy, bk_total, rs_copy, rs_total = [], [], [], [], []
-    base_rate, base_lat, during_rate, during_lat = [], [], [], []
+    base_rate, base_lat, during_rate, during_lat, copy_rate = [], [], [], [], []
     for r in range(args.repeats):
         t0 = time.perf_counter()
         shutil.copyfile(live, work / "plain-copy.db")
@@ -145,10 +145,12 @@ def main() -> None:
             w0 = time.monotonic()
             time.sleep(3.0)  # the baseline window (a measurement, not a synchronisation)
             copied: list[float] = []
+            copied_at: list[float] = []
 
             def progress(done: int, total: int) -> None:
                 if done == total:
                     copied.append(time.perf_counter())
+                    copied_at.append(time.monotonic())
 
             b0, t0 = time.monotonic(), time.perf_counter()
             report = backup_mod.create(mem, work / "backups", progress=progress)
@@ -162,6 +164,7 @@ def main() -> None:
         rate, lat = window(samples, b0, b1)
         during_rate.append(rate)
         during_lat.append(lat)
+        copy_rate.append(window(samples, b0, copied_at[0])[0])
 
         # Restore that backup into the live file (verify + safety copy + copy in one transaction).
         with Memory.open(live) as mem:
@@ -188,7 +191,12 @@ def main() -> None:
     print(f"{'writer alone: commits/s':<44} {med(base_rate):>10.1f}  median latency {med(base_lat):.2f} ms")
     print(f"{'writer during backup: commits/s':<44} {med(during_rate):>10.1f}  median latency {med(during_lat):.2f} ms, "
           f"rate ratio {med(during_rate) / med(base_rate):.2f}")
+    print(f"{'writer during the copy phase only: commits/s':<44} {med(copy_rate):>10.1f}  "
+          f"rate ratio {med(copy_rate) / med(base_rate):.2f}")
     print(f"(backup file {backup_mb:.1f} MB)")
+    print("per repeat: backup total " + ", ".join(f"{t:.2f}s" for t in bk_total)
+          + "; restore total " + ", ".join(f"{t:.2f}s" for t in rs_total)
+          + "; writer ratio " + ", ".join(f"{d / b:.2f}" for d, b in zip(during_rate, base_rate)))
     if not args.keep:
         shutil.rmtree(work)
     else:

@@ -189,9 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-weekly", type=int, metavar="W", help="prune/policy: keep the newest backup of each of the last W weeks")
     p.add_argument("--dry-run", action="store_true", help="prune: only say what would be removed")
 
-    _sub(subs, "restore", "replace the memory file's content with a verified backup (a safety copy is kept)",
-         "  magray restore backups/memory-20260501T120000Z.db\n", common).add_argument(
-        "file", metavar="FILE", help="a backup, or any copy of a memory file")
+    p = _sub(subs, "restore", "replace the memory file's content with a verified backup (a safety copy is kept)",
+             "  magray restore backups/memory-20260501T120000Z.db\n", common)
+    p.add_argument("file", metavar="FILE", help="a backup, or any copy of a memory file")
 
     p = _sub(subs, "export", "write every memory to JSONL (optionally with vectors) or Markdown files",
              "  magray export -o memories.jsonl\n  magray export --vectors -o memories.jsonl\n"
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per", choices=("memory", "layer"), default="memory",
                    help="markdown: one file per memory (default) or per layer")
 
-    _sub(subs, "import", "add the memories of a `magray export` JSONL file, with their original fields",
-         "  magray import memories.jsonl\n  magray export | magray --db other.db import -\n", common).add_argument(
-        "file", metavar="FILE", help="a JSONL export ('-' for stdin); importing twice adds nothing")
+    p = _sub(subs, "import", "add the memories of a `magray export` JSONL file, with their original fields",
+             "  magray import memories.jsonl\n  magray export | magray --db other.db import -\n", common)
+    p.add_argument("file", metavar="FILE", help="a JSONL export ('-' for stdin); importing twice adds nothing")
     return parser

@@ -109,9 +109,23 @@ def _backups(backups: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _backup_report(b: dict[str, Any]) -> str:
+    model = b["model"]["model_name"] if b.get("model") else "no model bound"
+    line = (f"{b['path']}: {b['memories']} memories, schema {b['schema_version']}, {model}, "
+            f"{b['size_bytes'] / 1e6:.1f} MB, sha256 {b['sha256'][:16]}…, integrity ok"
+            + ("" if b["manifest"] else " (no manifest beside it)"))
+    rotation = b.get("rotation")
+    if rotation:
+        line += f"\nrotation: kept {len(rotation['kept'])}, removed {len(rotation['removed'])}"
+        line += "".join(f"\n  removed {name}" for name in rotation["removed"])
+    return line
+
+
 def text(command: str, value: Any, args: Any) -> str:
     if command == "backup" and getattr(args, "action_or_dest", None) == "list":
         return _backups(value)
+    if command == "backup" and isinstance(value, dict) and "sha256" in value:
+        return _backup_report(value)
     if command == "export" and isinstance(value, dict) and value.get("path") == "-":
         return ""  # the export itself went to stdout
     if isinstance(value, AddResult):
