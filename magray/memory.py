@@ -374,7 +374,7 @@ class Memory(LifecycleMixin):
                 else:
                     survivor = None
                     if dedup is not False and f["layer"] in dedup_layers:
-                        survivor = lifecycle.nearest_duplicate(self._conn, bound, embedded.vectors[offset],
+                        survivor = lifecycle.nearest_duplicate(self._conn, bound, embedded.vectors[offset], f["content"],
                                                                f["layer"], f["project"], min_similarity)
                     memory_id = records.insert(self._conn, f, p.tags)
                     vectors.insert_chunks(self._conn, bound.generation, memory_id, f["layer"], f["project"],

@@ -98,7 +98,38 @@ def _status(s: Status) -> str:
     return "\n".join(lines)
 
 
+def _bar(value: int, biggest: int, width: int = 30) -> str:
+    return "█" * max(1 if value else 0, round(width * value / biggest)) if biggest else ""
+
+
+def _stats(stats: dict[str, Any]) -> str:
+    out = ["counters: " + (", ".join(f"{k} {v}" for k, v in stats["counters"].items()) or "none")]
+    months: dict[str, dict[str, int]] = {}
+    for row in stats["layers_by_month"]:
+        months.setdefault(row["month"], {})[row["layer"]] = row["count"]
+    if months:
+        out.append("\nmemories created per month (i = interact, n = insights, a = assets):")
+        biggest = max(sum(v.values()) for v in months.values())
+        for month, layers in months.items():
+            total = sum(layers.values())
+            bar = "".join(ch * max(0, round(30 * layers.get(layer, 0) / biggest))
+                          for layer, ch in (("interact", "i"), ("insights", "n"), ("assets", "a")))
+            out.append(f"  {month}  {bar:<30} {total}")
+    days: dict[str, dict[str, int]] = {}
+    for row in stats["activity_by_day"]:
+        days.setdefault(row["day"], {})[row["name"]] = row["value"]
+    if days:
+        out.append("\nactivity per day (adds + searches):")
+        busiest = max(d.get("adds", 0) + d.get("searches", 0) for d in days.values())
+        for day, counts in days.items():
+            n = counts.get("adds", 0) + counts.get("searches", 0)
+            out.append(f"  {day}  {_bar(n, busiest):<30} {counts.get('adds', 0)} adds, {counts.get('searches', 0)} searches")
+    return "\n".join(out)
+
+
 def text(command: str, value: Any, args: Any) -> str:
+    if command == "stats":
+        return _stats(value)
     if isinstance(value, AddResult):
         return f"{'added' if value.created else 'exists'} {value.id}"
     if isinstance(value, MemoryRecord):
