@@ -5,6 +5,7 @@ connection; the Memory facade runs them in its transactions."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -13,6 +14,8 @@ import apsw
 from . import records, vectors
 from .binding import Binding
 from .schema import query
+
+log = logging.getLogger(__name__)
 
 
 def expired_ids(conn: apsw.Connection, now: float, limit: int | None = None) -> list[int]:
@@ -45,6 +48,8 @@ def purge(conn: apsw.Connection, bound: Binding | None, items: list[dict[str, An
                           {"layer": item["layer"], "reason": item["reason"]})
     expired = sum(1 for i in items if i["reason"] == "expired")
     records.bump_counters(conn, {"expirations": expired, "purges": len(items) - expired}, now)
+    if items:
+        log.info("purged %d memories (%d expired)", len(items), expired)
     return len(items)
 
 
@@ -94,6 +99,7 @@ def merge_into(conn: apsw.Connection, alias_id: int, survivor_id: int, similarit
     records.log_event(conn, now, alias_id, "merge",
                       {"into": survivor_id, "similarity": round(similarity, 4), "tags_added": tags})
     records.bump_counters(conn, {"merges": 1}, now)
+    log.info("memory %d merged into %d as a near-duplicate (cosine %.3f)", alias_id, survivor_id, similarity)
 
 
 def unmerge(conn: apsw.Connection, alias_id: int, now: float) -> int:

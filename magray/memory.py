@@ -257,7 +257,7 @@ class Memory(LifecycleMixin):
                         vectors.insert_chunks(self._conn, generation, memory_id, m.layer, m.project,
                                               m.session, m.created_at, embedded.hashes[start:start + n],
                                               embedded.vectors[start:start + n])
-                    cache.store(self._conn, entry.sha256, embedded.new_entries, self.now())
+                    self._cache_store(entry.sha256, embedded, self.now())
                     records.bump_counters(self._conn, {"embeddings_computed": len(embedded.new_entries)}, self.now())
                 done += len(todo)
                 if progress:
@@ -384,7 +384,7 @@ class Memory(LifecycleMixin):
                         lifecycle.merge_into(self._conn, memory_id, survivor[0], survivor[1], p.tags, now)
                     results.append(AddResult(memory_id, True, n, survivor[0] if survivor else None))
                 offset += n
-            cache.store(self._conn, bound.sha256, embedded.new_entries, now)
+            self._cache_store(bound.sha256, embedded, now)
             records.bump_counters(self._conn, {
                 "adds": sum(r.created for r in results),
                 "embeddings_computed": len(embedded.new_entries),
@@ -392,6 +392,13 @@ class Memory(LifecycleMixin):
                 "cache_misses": len(texts) - embedded.hits,
             }, now)
         return results
+
+    def _cache_store(self, model_sha256: str, embedded: cache.Embedded, now: float) -> None:
+        evicted = cache.store(self._conn, model_sha256, embedded, now,
+                              int(self.rules["cache"]["max_entries"]))
+        if evicted:
+            records.bump_counters(self._conn, {"cache_evictions": evicted}, now)
+            log.info("embedding cache: evicted %d least recently used entries", evicted)
 
     def _check_binding(self, bound: binding_mod.Binding) -> None:
         """Inside a write transaction: the vectors about to be written still match the file."""
@@ -440,7 +447,7 @@ class Memory(LifecycleMixin):
                 vectors.delete_for_memory(self._conn, bound.generation, memory_id)
                 vectors.insert_chunks(self._conn, bound.generation, memory_id, record.layer, record.project,
                                       record.session, record.created_at, embedded.hashes, embedded.vectors)
-                cache.store(self._conn, bound.sha256, embedded.new_entries, now)
+                self._cache_store(bound.sha256, embedded, now)
         return records.get(self._conn, memory_id, now, include_expired=True)
 
     def tag(self, memory_id: int, add: Iterable[str] = (), remove: Iterable[str] = ()) -> MemoryRecord:
@@ -534,7 +541,7 @@ class Memory(LifecycleMixin):
             if touch and hits:
                 records.record_use(self._conn, [h.memory.id for h in hits], now)
             if embedded is not None:
-                cache.store(self._conn, bound.sha256, embedded.new_entries, now)
+                self._cache_store(bound.sha256, embedded, now)
             records.bump_counters(self._conn, {
                 "searches": 1,
                 "embeddings_computed": len(embedded.new_entries) if embedded else 0,

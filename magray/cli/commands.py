@@ -159,9 +159,15 @@ def cmd_unmerge(mem: Memory, args: argparse.Namespace) -> Any:
     return mem.unmerge(args.id)
 
 
+class RawText(str):
+    """Output that is already formatted (printed as is, even under --json)."""
+
+
 def cmd_stats(mem: Memory, args: argparse.Namespace) -> Any:
     if args.days < 1:
         raise InvalidInput("--days must be at least 1")
+    if args.format == "prometheus":
+        return RawText(mem.metrics())
     return mem.stats(days=args.days)
 
 

@@ -42,6 +42,12 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
                         help="embedding model (default: $MAGRAY_MODEL or the file's bound model)")
     common.add_argument("--device", choices=("auto", "cpu", "gpu"), default=default("auto"),
                         help="where llama.cpp runs the model (default: auto, GPU when the build has it)")
+    common.add_argument("-v", "--verbose", action="count", default=default(0),
+                        help="log more (-v info, -vv debug) on stderr")
+    common.add_argument("-q", "--quiet", action="store_true", default=default(False),
+                        help="log errors only")
+    common.add_argument("--log-file", metavar="PATH", default=default(None),
+                        help="write the log to this file instead of stderr")
     return common
 
 
@@ -168,8 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
 
     p = _sub(subs, "stats", "counters, memories per layer by month, activity per day",
-             "  magray stats\n  magray stats --days 30 --json\n", common)
+             "  magray stats\n  magray stats --days 30 --json\n"
+             "  magray stats --format prometheus > /var/lib/node_exporter/textfile/magray.prom\n", common)
     p.add_argument("--days", type=int, default=14)
+    p.add_argument("--format", choices=("text", "prometheus"), default="text",
+                   help="prometheus: the text exposition format, for node_exporter's textfile collector")
 
     p = _sub(subs, "optimize", "FTS optimize, ANALYZE, WAL checkpoint (and VACUUM); safe while in use",
              "  magray optimize\n  magray optimize --vacuum\n", common)

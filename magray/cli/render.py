@@ -128,6 +128,8 @@ def _stats(stats: dict[str, Any]) -> str:
 
 
 def text(command: str, value: Any, args: Any) -> str:
+    if isinstance(value, str):
+        return value.rstrip("\n")
     if command == "stats":
         return _stats(value)
     if isinstance(value, AddResult):
