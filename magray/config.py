@@ -90,6 +90,11 @@ LIFECYCLE_DEFAULTS: dict[str, dict[str, object]] = {
         # Cosine similarity at or above which two memories count as near-duplicates.
         "min_similarity": 0.95,
     },
+    "cache": {
+        # Embeddings of texts seen in queries and imports kept at most (about 1.6 KB each at 384
+        # dims); least recently used go first. Texts of stored memories are never evicted.
+        "max_entries": 50_000,
+    },
     "maintenance": {
         # Expired memories purged, at most, after each write (bounded work on normal use).
         "expire_per_write": 20,

@@ -5,6 +5,8 @@ connection; the Memory facade runs them in its transactions."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 from typing import Any
 
 import apsw
@@ -12,6 +14,8 @@ import apsw
 from . import records, vectors
 from .binding import Binding
 from .schema import query
+
+log = logging.getLogger(__name__)
 
 
 def expired_ids(conn: apsw.Connection, now: float, limit: int | None = None) -> list[int]:
@@ -44,6 +48,8 @@ def purge(conn: apsw.Connection, bound: Binding | None, items: list[dict[str, An
                           {"layer": item["layer"], "reason": item["reason"]})
     expired = sum(1 for i in items if i["reason"] == "expired")
     records.bump_counters(conn, {"expirations": expired, "purges": len(items) - expired}, now)
+    if items:
+        log.info("purged %d memories (%d expired)", len(items), expired)
     return len(items)
 
 
@@ -54,19 +60,31 @@ def promotion_candidates(conn: apsw.Connection, now: float, rules: dict[str, Any
             for i, target, reason in conn.execute(query("promotion_candidates"), params)]
 
 
-def nearest_duplicate(conn: apsw.Connection, bound: Binding, vector, layer: str, project: str,
-                      min_similarity: float) -> tuple[int, float] | None:
+_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+
+
+def numbers(text: str) -> list[str]:
+    """The numbers a text states. Sentence embeddings barely see them ("Alice is 30" and "Alice
+    is 31" score 0.98), so two texts with different numbers are never near-duplicates."""
+    return sorted(_NUMBER.findall(text))
+
+
+def nearest_duplicate(conn: apsw.Connection, bound: Binding, vector, text: str, layer: str,
+                      project: str, min_similarity: float) -> tuple[int, float] | None:
     """The live memory of the same layer and project whose vector is at least `min_similarity`
-    to `vector`, if any (the survivor an incoming near-duplicate should reinforce)."""
+    to `vector` and which states the same numbers as `text`, if any (the survivor an incoming
+    near-duplicate should reinforce)."""
     from .types import Filters
 
     hits = vectors.knn(conn, bound.generation, vector, 5, Filters(layers=(layer,), project=project),
                        candidates=64)
+    wanted = numbers(text)
     for _, memory_id, sim in hits:
         if sim < min_similarity:
             return None
-        row = conn.execute("SELECT merged_into, deleted_at FROM memories WHERE id = ?", (memory_id,)).fetchone()
-        if row and row[1] is None:
+        row = conn.execute("SELECT merged_into, deleted_at, content FROM memories WHERE id = ?",
+                           (memory_id,)).fetchone()
+        if row and row[1] is None and numbers(row[2]) == wanted:
             return (row[0] or memory_id, sim)
     return None
 
@@ -81,6 +99,7 @@ def merge_into(conn: apsw.Connection, alias_id: int, survivor_id: int, similarit
     records.log_event(conn, now, alias_id, "merge",
                       {"into": survivor_id, "similarity": round(similarity, 4), "tags_added": tags})
     records.bump_counters(conn, {"merges": 1}, now)
+    log.info("memory %d merged into %d as a near-duplicate (cosine %.3f)", alias_id, survivor_id, similarity)
 
 
 def unmerge(conn: apsw.Connection, alias_id: int, now: float) -> int:
@@ -130,14 +149,17 @@ def duplicate_groups(conn: apsw.Connection, bound: Binding, layers: list[str],
 
     table = vectors.table(bound.generation)
     rows = conn.execute(
-        f"SELECT v.memory_id, v.embedding, m.layer, m.project FROM {table} AS v JOIN memories AS m "
+        f"SELECT v.memory_id, v.embedding, m.layer, m.project, m.content FROM {table} AS v JOIN memories AS m "
         "ON m.id = v.memory_id WHERE m.deleted_at IS NULL AND m.merged_into IS NULL "
         "AND m.layer IN (SELECT value FROM json_each(?))", (json.dumps(layers),)).fetchall()
-    for memory_id, blob, layer, project in rows:
+    texts = {r[0]: r[4] for r in rows}
+    live = set(texts)
+    for memory_id, blob, layer, project, _ in rows:
         vec = np.frombuffer(blob, dtype=np.float32)
         for _, other, sim in vectors.knn(conn, bound.generation, vec, 5,
                                          Filters(layers=(layer,), project=project), candidates=64):
-            if other != memory_id and sim >= min_similarity:
+            if other != memory_id and other in live and sim >= min_similarity \
+                    and numbers(texts[other]) == numbers(texts[memory_id]):
                 parent[find(other)] = find(memory_id)
     groups: dict[int, set[int]] = {}
     for x in list(parent):

@@ -258,7 +258,7 @@ class Memory(LifecycleMixin):
                         vectors.insert_chunks(self._conn, generation, memory_id, m.layer, m.project,
                                               m.session, m.created_at, embedded.hashes[start:start + n],
                                               embedded.vectors[start:start + n])
-                    cache.store(self._conn, entry.sha256, embedded.new_entries, self.now())
+                    self._cache_store(entry.sha256, embedded, self.now())
                     records.bump_counters(self._conn, {"embeddings_computed": len(embedded.new_entries)}, self.now())
                 done += len(todo)
                 if progress:
@@ -375,7 +375,7 @@ class Memory(LifecycleMixin):
                 else:
                     survivor = None
                     if dedup is not False and f["layer"] in dedup_layers:
-                        survivor = lifecycle.nearest_duplicate(self._conn, bound, embedded.vectors[offset],
+                        survivor = lifecycle.nearest_duplicate(self._conn, bound, embedded.vectors[offset], f["content"],
                                                                f["layer"], f["project"], min_similarity)
                     memory_id = records.insert(self._conn, f, p.tags)
                     vectors.insert_chunks(self._conn, bound.generation, memory_id, f["layer"], f["project"],
@@ -385,7 +385,7 @@ class Memory(LifecycleMixin):
                         lifecycle.merge_into(self._conn, memory_id, survivor[0], survivor[1], p.tags, now)
                     results.append(AddResult(memory_id, True, n, survivor[0] if survivor else None))
                 offset += n
-            cache.store(self._conn, bound.sha256, embedded.new_entries, now)
+            self._cache_store(bound.sha256, embedded, now)
             records.bump_counters(self._conn, {
                 "adds": sum(r.created for r in results),
                 "embeddings_computed": len(embedded.new_entries),
@@ -393,6 +393,13 @@ class Memory(LifecycleMixin):
                 "cache_misses": len(texts) - embedded.hits,
             }, now)
         return results
+
+    def _cache_store(self, model_sha256: str, embedded: cache.Embedded, now: float) -> None:
+        evicted = cache.store(self._conn, model_sha256, embedded, now,
+                              int(self.rules["cache"]["max_entries"]))
+        if evicted:
+            records.bump_counters(self._conn, {"cache_evictions": evicted}, now)
+            log.info("embedding cache: evicted %d least recently used entries", evicted)
 
     def _check_binding(self, bound: binding_mod.Binding) -> None:
         """Inside a write transaction: the vectors about to be written still match the file."""
@@ -441,7 +448,7 @@ class Memory(LifecycleMixin):
                 vectors.delete_for_memory(self._conn, bound.generation, memory_id)
                 vectors.insert_chunks(self._conn, bound.generation, memory_id, record.layer, record.project,
                                       record.session, record.created_at, embedded.hashes, embedded.vectors)
-                cache.store(self._conn, bound.sha256, embedded.new_entries, now)
+                self._cache_store(bound.sha256, embedded, now)
         return records.get(self._conn, memory_id, now, include_expired=True)
 
     def tag(self, memory_id: int, add: Iterable[str] = (), remove: Iterable[str] = ()) -> MemoryRecord:
@@ -535,7 +542,7 @@ class Memory(LifecycleMixin):
             if touch and hits:
                 records.record_use(self._conn, [h.memory.id for h in hits], now)
             if embedded is not None:
-                cache.store(self._conn, bound.sha256, embedded.new_entries, now)
+                self._cache_store(bound.sha256, embedded, now)
             records.bump_counters(self._conn, {
                 "searches": 1,
                 "embeddings_computed": len(embedded.new_entries) if embedded else 0,
@@ -591,14 +598,17 @@ class Memory(LifecycleMixin):
         self._embedder, self._binding = None, None
         return report
 
-    def import_records(self, items: Iterable[Mapping[str, Any]], *,
+    def import_records(self, items: Iterable[Mapping[str, Any]], *, vectors_sha256: str | None = None,
+                       chunk_vectors: Mapping[str, bytes] | None = None,
                        progress: Progress | None = None) -> list[AddResult]:
         """Store exported memories as they were: like add_many (without near-duplicate merging),
         but an item may also carry updated_at, accessed_at, access_count, expires_at and its
         per-session `uses`, which are kept rather than derived from now (in the same transaction
         as the insert), and its source `id` and `merged_into`, which re-link aliases to their
         memory at the end. Content already present in its layer and project is skipped, so
-        importing the same export twice adds nothing."""
+        importing the same export twice adds nothing. `chunk_vectors` (float32 bytes by chunk
+        text hash, made by the model `vectors_sha256`) are used instead of running the model when
+        that is the model this file is bound to."""
         now = self.now()
         prepared = []
         for item in items:
@@ -612,6 +622,15 @@ class Memory(LifecycleMixin):
             for p, _ in batch:
                 p.chunks = embedder.chunks(p.fields["content"])
                 texts.extend(p.chunks)
+            if chunk_vectors and vectors_sha256 == bound.sha256:
+                # Seeded batch by batch, so that a bounded cache cannot evict them before use.
+                seed = {h: chunk_vectors[h] for h in map(cache.text_hash, texts) if h in chunk_vectors}
+                if seed:
+                    import numpy as np
+
+                    known = cache.Embedded(np.empty((0, bound.dim), np.float32), list(seed), new_entries=seed)
+                    with self._write():
+                        cache.store(self._conn, bound.sha256, known, now)
             embedded = cache.embed_cached(self._conn, embedder, bound.sha256, texts)
             created = 0
             with self._write():
@@ -638,7 +657,7 @@ class Memory(LifecycleMixin):
                         results.append(AddResult(memory_id, True, n))
                         created += 1
                     offset += n
-                cache.store(self._conn, bound.sha256, embedded.new_entries, self.now())
+                self._cache_store(bound.sha256, embedded, self.now())
                 records.bump_counters(self._conn, {
                     "imports": created, "embeddings_computed": len(embedded.new_entries),
                     "cache_hits": embedded.hits, "cache_misses": len(texts) - embedded.hits}, self.now())

@@ -90,6 +90,13 @@ class LifecycleMixin:
                                 for d, name, v in lifecycle.activity_by_day(self._conn, days)],
         }
 
+    def metrics(self: Memory) -> str:
+        """Counters and gauges in the Prometheus text exposition format."""
+        from .metrics import exposition
+
+        last_backup = binding_mod.get_setting(self._conn, "last_backup_at")
+        return exposition(self.status(), last_backup, self.now())
+
     def optimize(self: Memory, *, vacuum: bool = False) -> dict[str, int]:
         """FTS optimize, planner statistics, WAL checkpoint (and VACUUM): sizes before and after."""
         before = self._file_bytes()

@@ -4,6 +4,7 @@ and the named SQL files the library runs."""
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import apsw
 from .db import write_transaction
 from .errors import SchemaTooNew, StoreError
 
+log = logging.getLogger(__name__)
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -80,6 +82,7 @@ def migrate(conn: apsw.Connection, path: Path | str = "memory file") -> int:
                 raise StoreError(f"{path} is at schema version {now}, cannot apply {name}")
             conn.execute(sql)
             conn.execute(f"PRAGMA user_version = {number}")
+        log.info("%s: applied migration %s", path, name)
         version = number
     return version
 

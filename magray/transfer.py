@@ -14,8 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 import apsw
 
 from . import binding as binding_mod, records, schema, vectors
-from .db import read_snapshot, write_transaction
-from .embed import cache
+from .db import read_snapshot
 from .errors import InvalidInput, StoreError
 from .timeutil import iso
 from .types import MemoryRecord
@@ -129,26 +128,29 @@ def import_jsonl(mem: Memory, stream: IO[str], *, name: str = "input",
     """Add the memories of a magray JSONL export, each with its stored fields as exported. Every
     line is read and checked before anything is written. Content already present in its layer
     and project is skipped, so a second import of the same file adds nothing. Exported vectors
-    made by the model this file is bound to go into the embedding cache first, so nothing is
-    re-embedded; other vectors are ignored and the text is embedded here."""
+    made by the model this file is bound to are used as they are (nothing is re-embedded);
+    vectors of another model are ignored and the text is embedded here."""
     header, items, chunk_vectors = _read_export(stream, name)
     if not items:
         return {"added": 0, "existing": 0, "vectors_reused": 0}
+    model = header.get("model") or {}
     reused = 0
-    model = header.get("model")
-    if chunk_vectors and model:
+    if chunk_vectors and model.get("sha256"):
         bound = mem.load_model()
-        if bound.sha256 == model.get("sha256") and bound.dim == model.get("dim"):
-            reused = _seed_cache(mem, bound.sha256, chunk_vectors)
-    results = mem.import_records(items, progress=progress)
+        if bound.sha256 == model["sha256"] and bound.dim == model.get("dim"):
+            reused = len(chunk_vectors)
+    results = mem.import_records(items, vectors_sha256=model.get("sha256") if reused else None,
+                                 chunk_vectors=chunk_vectors, progress=progress)
     return {"added": sum(r.created for r in results), "existing": sum(not r.created for r in results),
             "vectors_reused": reused}
 
 
-def _read_export(stream: IO[str], name: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[float]]]:
+def _read_export(stream: IO[str], name: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, bytes]]:
+    import numpy as np
+
     header: dict[str, Any] | None = None
     items: list[dict[str, Any]] = []
-    chunk_vectors: dict[str, list[float]] = {}
+    chunk_vectors: dict[str, bytes] = {}
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
@@ -174,24 +176,15 @@ def _read_export(stream: IO[str], name: str) -> tuple[dict[str, Any], list[dict[
                                "(the file was edited or damaged; nothing was imported)")
         for chunk in data.get("chunks") or ():
             if isinstance(chunk, dict) and isinstance(chunk.get("vector"), list):
-                chunk_vectors[str(chunk.get("text_hash"))] = chunk["vector"]
+                try:
+                    vector = np.asarray(chunk["vector"], dtype="<f4")
+                except (TypeError, ValueError):
+                    raise InvalidInput(f"line {number} of {name}: a chunk vector is not a list of numbers") from None
+                chunk_vectors[str(chunk.get("text_hash"))] = vector.tobytes()
         items.append({k: data[k] for k in IMPORTED_FIELDS if k in data})
     if header is None:
         raise InvalidInput(f"{name} is empty: not a magray JSONL export")
     return header, items, chunk_vectors
-
-
-def _seed_cache(mem: Memory, model_sha256: str, chunk_vectors: dict[str, list[float]]) -> int:
-    """Put exported vectors into the embedding cache (short transactions; entries already there
-    are kept), so the import finds them instead of running the model."""
-    import numpy as np
-
-    entries = list(chunk_vectors.items())
-    for start in range(0, len(entries), 1000):
-        batch = {h: np.asarray(v, dtype="<f4").tobytes() for h, v in entries[start:start + 1000]}
-        with write_transaction(mem.connection):
-            cache.store(mem.connection, model_sha256, batch, mem.now())
-    return len(entries)
 
 
 # -- Markdown -----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
--- The current magray schema in one file: what migrations/0001..0003 produce on a blank file.
+-- The current magray schema in one file: what migrations/0001..0004 produce on a blank file.
 -- tests/test_schema.py checks that the two stay equal. Vector tables (vec_chunks_<generation>) are
 -- created when a model is bound: see magray/vectors.py.
 
@@ -103,6 +103,7 @@ CREATE TABLE chunks (
     UNIQUE (generation, memory_id, seq)
 );
 CREATE INDEX chunks_by_memory ON chunks (memory_id, generation);
+CREATE INDEX chunks_by_text ON chunks (text_hash);
 
 -- The same text is never embedded twice by the same model.
 CREATE TABLE embedding_cache (
@@ -113,6 +114,7 @@ CREATE TABLE embedding_cache (
     used_at      REAL NOT NULL,
     PRIMARY KEY (model_sha256, text_hash)
 ) WITHOUT ROWID;
+CREATE INDEX embedding_cache_lru ON embedding_cache (used_at);
 
 -- Settings of this file (retention rules, a reindex under way...), as JSON values.
 CREATE TABLE settings (

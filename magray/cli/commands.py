@@ -58,14 +58,14 @@ def cmd_init(mem: Memory, args: argparse.Namespace) -> Any:
 
 def cmd_add(mem: Memory, args: argparse.Namespace) -> Any:
     if args.jsonl:
-        return _add_jsonl(mem, args.jsonl)
+        return _add_jsonl(mem, args.jsonl, args)
     text = args.text if args.text is not None else _read_stdin()
     return mem.add(text, layer=args.layer, tags=args.tags, project=args.project, session=args.session,
                    title=args.title, kind=args.kind, source=args.source, metadata=parse_meta(args.meta),
-                   ttl=_ttl(args.ttl), importance=args.importance)
+                   ttl=_ttl(args.ttl), importance=args.importance, dedup=False if args.no_dedup else None)
 
 
-def _add_jsonl(mem: Memory, source: str) -> Any:
+def _add_jsonl(mem: Memory, source: str, args: argparse.Namespace) -> Any:
     stream = sys.stdin if source == "-" else _open_text(source)
     items = []
     with stream:
@@ -80,7 +80,8 @@ def _add_jsonl(mem: Memory, source: str) -> Any:
                 raise InvalidInput(f"line {number} of {source} is not a JSON object")
             items.append(item)
     try:
-        results = mem.add_many(items, progress=progress_bar("adding", len(items)))
+        results = mem.add_many(items, progress=progress_bar("adding", len(items)),
+                               dedup=False if getattr(args, "no_dedup", False) else None)
     except InvalidInput as exc:
         raise InvalidInput(f"{source}: {exc} (nothing was added)") from None
     return {"added": sum(r.created for r in results), "existing": sum(not r.created for r in results),
@@ -134,7 +135,76 @@ def cmd_tag(mem: Memory, args: argparse.Namespace) -> Any:
 
 
 def cmd_promote(mem: Memory, args: argparse.Namespace) -> Any:
+    if args.auto:
+        if args.id is not None:
+            raise InvalidInput("--auto applies the rules to every memory: give no id")
+        return mem.promote_auto(dry_run=args.dry_run)
+    if args.id is None or args.to is None:
+        raise InvalidInput("give a memory id and --to LAYER, or --auto")
     return mem.promote(args.id, args.to)
+
+
+def cmd_touch(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.touch(args.id, session=args.session)
+
+
+def cmd_clean(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.clean(dry_run=args.dry_run)
+
+
+def cmd_dedup(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.duplicates()
+
+
+def cmd_unmerge(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.unmerge(args.id)
+
+
+class RawText(str):
+    """Output that is already formatted (printed as is, even under --json)."""
+
+
+def cmd_stats(mem: Memory, args: argparse.Namespace) -> Any:
+    if args.days < 1:
+        raise InvalidInput("--days must be at least 1")
+    if args.format == "prometheus":
+        return RawText(mem.metrics())
+    return mem.stats(days=args.days)
+
+
+def cmd_optimize(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.optimize(vacuum=args.vacuum)
+
+
+def cmd_sessions(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.scopes("sessions")
+
+
+def cmd_projects(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.scopes("projects")
+
+
+def cmd_forget(mem: Memory, args: argparse.Namespace) -> Any:
+    scope = f"session {args.session!r}" if args.session is not None else f"project {args.project!r}"
+    if not args.yes:
+        if not sys.stdin or not sys.stdin.isatty():
+            raise InvalidInput(f"forgetting {scope} cannot be undone: add --yes to confirm")
+        sys.stderr.write(f"Remove every memory of {scope}? [y/N] ")
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            raise InvalidInput("not confirmed; nothing was removed")
+    return {"forgotten": mem.forget_scope(session=args.session, project=args.project)}
+
+
+def cmd_config(mem: Memory, args: argparse.Namespace) -> Any:
+    from ..config import config_path, load_rules, set_rule
+
+    if args.action == "set":
+        if args.key is None or args.value is None:
+            raise InvalidInput("usage: magray config set SECTION.NAME VALUE")
+        rules = set_rule(args.key, args.value)
+    else:
+        rules = load_rules()
+    return {"path": str(config_path()), "rules": rules}
 
 
 def cmd_status(mem: Memory, args: argparse.Namespace) -> Any:
@@ -211,7 +281,10 @@ def cmd_import(mem: Memory, args: argparse.Namespace) -> Any:
 HANDLERS: dict[str, Callable[[Memory, argparse.Namespace], Any]] = {
     "init": cmd_init, "add": cmd_add, "get": cmd_get, "list": cmd_list, "search": cmd_search,
     "update": cmd_update, "rm": cmd_rm, "tag": cmd_tag, "promote": cmd_promote,
-    "status": cmd_status, "model": cmd_model, "reindex": cmd_reindex,
+    "status": cmd_status, "model": cmd_model, "reindex": cmd_reindex, "touch": cmd_touch,
+    "clean": cmd_clean, "dedup": cmd_dedup, "unmerge": cmd_unmerge, "stats": cmd_stats,
+    "optimize": cmd_optimize, "sessions": cmd_sessions, "projects": cmd_projects,
+    "forget": cmd_forget, "config": cmd_config,
     "backup": cmd_backup, "restore": cmd_restore, "export": cmd_export, "import": cmd_import,
 }
 # Commands that may create the memory file; the others refuse a missing file.

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(build_parser(), argv)
     command = args.command
+    _configure_logging(args)
     try:
         from ..memory import Memory
         from . import commands
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         with Memory.open(args.db, profile=args.profile, model=args.model, device=args.device,
                          create=command in commands.CREATES_FILE) as mem:
             result = commands.HANDLERS[command](mem, args)
-            if args.json:
+            if args.json and not isinstance(result, commands.RawText):
                 render.emit(render.envelope_ok(command, result))
             else:
                 render.emit(render.text(command, result, args))
@@ -56,6 +57,18 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(command, "Interrupted", "interrupted", 130, args.json)
     except BrokenPipeError:
         return EXIT_OK
+
+
+def _configure_logging(args) -> None:
+    """The library logs through `logging`; the CLI decides where and how much."""
+    import logging
+
+    level = logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("magray")
+    root.setLevel(level)
+    root.addHandler(handler)
 
 
 def _fail(command: str, kind: str, message: str, code: int, as_json: bool) -> int:

@@ -42,6 +42,12 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
                         help="embedding model (default: $MAGRAY_MODEL or the file's bound model)")
     common.add_argument("--device", choices=("auto", "cpu", "gpu"), default=default("auto"),
                         help="where llama.cpp runs the model (default: auto, GPU when the build has it)")
+    common.add_argument("-v", "--verbose", action="count", default=default(0),
+                        help="log more (-v info, -vv debug) on stderr")
+    common.add_argument("-q", "--quiet", action="store_true", default=default(False),
+                        help="log errors only")
+    common.add_argument("--log-file", metavar="PATH", default=default(None),
+                        help="write the log to this file instead of stderr")
     return common
 
 
@@ -101,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metadata; VALUE is parsed as JSON when it is valid JSON; repeatable")
     p.add_argument("--ttl", metavar="SPAN", help="expire after this span (30m, 24h, 90d; 0 = never)")
     p.add_argument("--importance", type=float, metavar="0..1")
+    p.add_argument("--no-dedup", action="store_true", help="store even if a near-duplicate exists")
 
     p = _sub(subs, "get", "show one memory (counts as a use)", "  magray get 42\n  magray get 42 --json\n", common)
     p.add_argument("id", type=int)
@@ -144,9 +151,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add", action="append", default=[], metavar="TAG")
     p.add_argument("--remove", action="append", default=[], metavar="TAG")
 
-    p = _sub(subs, "promote", "move a memory to another layer", "  magray promote 42 --to assets\n", common)
+    p = _sub(subs, "promote", "move a memory to another layer, or apply the promotion rules (--auto)",
+             "  magray promote 42 --to assets\n  magray promote --auto --dry-run\n", common)
+    p.add_argument("id", type=int, nargs="?")
+    p.add_argument("--to", choices=LAYERS)
+    p.add_argument("--auto", action="store_true", help="apply the rules of `magray config show`")
+    p.add_argument("--dry-run", action="store_true", help="with --auto: list the moves, make none")
+
+    p = _sub(subs, "touch", "reinforce a memory: count one use of it", "  magray touch 42 --session chat-7\n", common)
     p.add_argument("id", type=int)
-    p.add_argument("--to", choices=LAYERS, required=True)
+    p.add_argument("--session", help="the session it was used in (promotion counts distinct sessions)")
+
+    p = _sub(subs, "clean", "purge expired and deleted memories with their vectors and index entries",
+             "  magray clean --dry-run\n  magray clean --json\n", common)
+    p.add_argument("--dry-run", action="store_true", help="list what would be purged")
+
+    p = _sub(subs, "dedup", "list groups of near-duplicate memories already stored",
+             "  magray dedup --dry-run\n", common)
+    p.add_argument("--dry-run", action="store_true", help="only list (the default; merging happens on add)")
+
+    p = _sub(subs, "unmerge", "make a merged near-duplicate a memory of its own again", "  magray unmerge 43\n", common)
+    p.add_argument("id", type=int)
+
+    p = _sub(subs, "stats", "counters, memories per layer by month, activity per day",
+             "  magray stats\n  magray stats --days 30 --json\n"
+             "  magray stats --format prometheus > /var/lib/node_exporter/textfile/magray.prom\n", common)
+    p.add_argument("--days", type=int, default=14)
+    p.add_argument("--format", choices=("text", "prometheus"), default="text",
+                   help="prometheus: the text exposition format, for node_exporter's textfile collector")
+
+    p = _sub(subs, "optimize", "FTS optimize, ANALYZE, WAL checkpoint (and VACUUM); safe while in use",
+             "  magray optimize\n  magray optimize --vacuum\n", common)
+    p.add_argument("--vacuum", action="store_true")
+
+    _sub(subs, "sessions", "list sessions with their memory counts", "  magray sessions\n", common)
+    _sub(subs, "projects", "list projects with their memory counts", "  magray projects\n", common)
+
+    p = _sub(subs, "forget", "remove every memory of a session or a project",
+             "  magray forget --session chat-42 --yes\n  magray forget --project old-client --yes\n", common)
+    p.add_argument("--session")
+    p.add_argument("--project")
+    p.add_argument("--yes", action="store_true", help="confirm (required when not asked on a terminal)")
+
+    p = _sub(subs, "config", "show or set the lifecycle rules (TOML in ~/.config/magray/config.toml)",
+             "  magray config show\n  magray config set promotion.interact_min_uses 5\n", common)
+    p.add_argument("action", choices=("show", "set"))
+    p.add_argument("key", nargs="?")
+    p.add_argument("value", nargs="?")
 
     _sub(subs, "status", "the file, its schema, counts per layer, model, cache",
          "  magray status\n  magray status --json\n", common)

@@ -98,6 +98,35 @@ def _status(s: Status) -> str:
     return "\n".join(lines)
 
 
+def _bar(value: int, biggest: int, width: int = 30) -> str:
+    return "█" * max(1 if value else 0, round(width * value / biggest)) if biggest else ""
+
+
+def _stats(stats: dict[str, Any]) -> str:
+    out = ["counters: " + (", ".join(f"{k} {v}" for k, v in stats["counters"].items()) or "none")]
+    months: dict[str, dict[str, int]] = {}
+    for row in stats["layers_by_month"]:
+        months.setdefault(row["month"], {})[row["layer"]] = row["count"]
+    if months:
+        out.append("\nmemories created per month (i = interact, n = insights, a = assets):")
+        biggest = max(sum(v.values()) for v in months.values())
+        for month, layers in months.items():
+            total = sum(layers.values())
+            bar = "".join(ch * max(0, round(30 * layers.get(layer, 0) / biggest))
+                          for layer, ch in (("interact", "i"), ("insights", "n"), ("assets", "a")))
+            out.append(f"  {month}  {bar:<30} {total}")
+    days: dict[str, dict[str, int]] = {}
+    for row in stats["activity_by_day"]:
+        days.setdefault(row["day"], {})[row["name"]] = row["value"]
+    if days:
+        out.append("\nactivity per day (adds + searches):")
+        busiest = max(d.get("adds", 0) + d.get("searches", 0) for d in days.values())
+        for day, counts in days.items():
+            n = counts.get("adds", 0) + counts.get("searches", 0)
+            out.append(f"  {day}  {_bar(n, busiest):<30} {counts.get('adds', 0)} adds, {counts.get('searches', 0)} searches")
+    return "\n".join(out)
+
+
 def _backups(backups: list[dict[str, Any]]) -> str:
     if not backups:
         return "no backups"
@@ -122,6 +151,10 @@ def _backup_report(b: dict[str, Any]) -> str:
 
 
 def text(command: str, value: Any, args: Any) -> str:
+    if isinstance(value, str):
+        return value.rstrip("\n")
+    if command == "stats":
+        return _stats(value)
     if command == "backup" and getattr(args, "action_or_dest", None) == "list":
         return _backups(value)
     if command == "backup" and isinstance(value, dict) and "sha256" in value:

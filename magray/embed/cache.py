@@ -28,6 +28,7 @@ class Embedded:
     hashes: list[str]
     new_entries: dict[str, bytes] = field(default_factory=dict)
     hits: int = 0
+    hit_hashes: list[str] = field(default_factory=list)
 
 
 def embed_cached(conn: apsw.Connection, embedder: Embedder, model_sha256: str,
@@ -48,11 +49,13 @@ def embed_cached(conn: apsw.Connection, embedder: Embedder, model_sha256: str,
     vectors = np.empty((len(texts), embedder.dim), dtype=np.float32)
     missing: dict[str, int] = {}
     hits = 0
+    hit_hashes = []
     for i, h in enumerate(hashes):
         blob = found.get(h)
         if blob is not None and len(blob) == 4 * embedder.dim:
             vectors[i] = np.frombuffer(blob, dtype=np.float32)
             hits += 1
+            hit_hashes.append(h)
         else:
             missing.setdefault(h, i)
     new_entries: dict[str, bytes] = {}
@@ -64,15 +67,32 @@ def embed_cached(conn: apsw.Connection, embedder: Embedder, model_sha256: str,
         for i, h in enumerate(hashes):
             if h in new_entries:
                 vectors[i] = np.frombuffer(new_entries[h], dtype=np.float32)
-    return Embedded(vectors=vectors, hashes=hashes, new_entries=new_entries, hits=hits)
+    return Embedded(vectors=vectors, hashes=hashes, new_entries=new_entries, hits=hits,
+                    hit_hashes=hit_hashes)
 
 
-def store(conn: apsw.Connection, model_sha256: str, entries: dict[str, bytes], now: float) -> None:
+def store(conn: apsw.Connection, model_sha256: str, embedded: Embedded, now: float,
+          max_entries: int | None = None) -> int:
+    """Inside the caller's write transaction: add what was computed, mark what was hit as used,
+    and evict least-recently-used entries past `max_entries`. Returns how many were evicted."""
     conn.executemany(
         "INSERT INTO embedding_cache (model_sha256, text_hash, vector, created_at, used_at) "
-        "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        [(model_sha256, h, blob, now, now) for h, blob in entries.items()],
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET used_at = excluded.used_at",
+        [(model_sha256, h, blob, now, now) for h, blob in embedded.new_entries.items()],
     )
+    conn.executemany("UPDATE embedding_cache SET used_at = ? WHERE model_sha256 = ? AND text_hash = ?",
+                     [(now, model_sha256, h) for h in set(embedded.hit_hashes)])
+    if max_entries is None or not embedded.new_entries:
+        return 0
+    excess = conn.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] - max_entries
+    if excess <= 0:
+        return 0
+    conn.execute(
+        "DELETE FROM embedding_cache WHERE (model_sha256, text_hash) IN ("
+        "  SELECT c.model_sha256, c.text_hash FROM embedding_cache AS c"
+        "  WHERE NOT EXISTS (SELECT 1 FROM chunks AS k WHERE k.text_hash = c.text_hash)"
+        "  ORDER BY c.used_at LIMIT ?)", (excess,))
+    return conn.changes()
 
 
 def stats(conn: apsw.Connection) -> dict[str, int]:

@@ -67,6 +67,7 @@ class Embedder:
                              f"({last_error})")
         self.path = path
         self.n_ctx = n_ctx
+        log.info("loaded %s on the %s", path.name, self.device)
         self.dim = int(self._llm.n_embd())
         meta = self._llm.metadata
         arch = meta.get("general.architecture", "")
