@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         with Memory.open(args.db, profile=args.profile, model=args.model, device=args.device,
                          create=command in commands.CREATES_FILE) as mem:
             result = commands.HANDLERS[command](mem, args)
-            if args.json:
+            if result is None:  # `serve`: stdout was the MCP channel; nothing more may go there
+                pass
+            elif args.json:
                 render.emit(render.envelope_ok(command, result))
             else:
                 render.emit(render.text(command, result, args))
