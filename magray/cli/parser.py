@@ -172,5 +172,5 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=64, metavar="N",
                    help="checkpoint the WAL (PASSIVE) after every N writing tool calls (default: 64)")
     p.add_argument("--idle-checkpoint", type=float, default=30.0, metavar="SECONDS",
-                   help="empty the WAL (TRUNCATE) after this long without calls; 0 = never (default: 30)")
+                   help="empty the WAL (TRUNCATE) after this long without writing calls; 0 = never (default: 30)")
     return parser

@@ -34,7 +34,7 @@ T = TypeVar("T")
 
 # A PASSIVE checkpoint after this many writing calls keeps the WAL near the size of that many writes.
 CHECKPOINT_EVERY = 64
-# After this many seconds without a call, a TRUNCATE checkpoint empties the WAL file.
+# After this many seconds without a writing call, a TRUNCATE checkpoint empties the WAL file.
 IDLE_CHECKPOINT_S = 30.0
 MAX_MESSAGE = 300
 
@@ -78,7 +78,7 @@ class MemoryServer:
         self._limiter = anyio.CapacityLimiter(1)  # one Memory, one connection: one call at a time
         self._writes_since_checkpoint = 0
         self._dirty = False  # written since the last TRUNCATE
-        self._last_call = time.monotonic()
+        self._last_write = time.monotonic()
         self.server: Server[Any] = Server(
             "magray", version=__version__, title="magray memory", instructions=INSTRUCTIONS,
             on_list_tools=self._list_tools, on_call_tool=self._call_tool,
@@ -96,7 +96,6 @@ class MemoryServer:
             for t in TOOLS])
 
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        self._last_call = time.monotonic()
         spec = TOOLS_BY_NAME.get(params.name)
         if spec is None:
             return _error(f"unknown tool {params.name!r}: use one of {', '.join(TOOLS_BY_NAME)}")
@@ -112,8 +111,6 @@ class MemoryServer:
         except Exception as exc:  # a bug must not take the server (and the user's agent) down
             log.exception("%s: unexpected error", spec.name)
             return _error(f"{spec.name} failed: internal error ({type(exc).__name__}: {exc})")
-        finally:
-            self._last_call = time.monotonic()
         if spec.writes:
             await self._after_write()
         return types.CallToolResult(content=[types.TextContent(text=json.dumps(data, ensure_ascii=False))],
@@ -122,7 +119,7 @@ class MemoryServer:
     # -- the WAL -------------------------------------------------------------------------------
 
     async def _after_write(self) -> None:
-        self._dirty = True
+        self._dirty, self._last_write = True, time.monotonic()
         self._writes_since_checkpoint += 1
         if self._writes_since_checkpoint >= self.checkpoint_every:
             self._writes_since_checkpoint = 0
@@ -139,9 +136,9 @@ class MemoryServer:
             self._dirty = False
 
     async def _idle_checkpoints(self) -> None:
-        """Empty the WAL file once the server has been idle for a while after writing."""
+        """Empty the WAL file once no call has written for a while (reads do not delay it)."""
         while True:
-            idle = time.monotonic() - self._last_call
+            idle = time.monotonic() - self._last_write
             if self._dirty and idle >= self.idle_checkpoint_s:
                 await self._checkpoint("TRUNCATE")
                 idle = 0.0
