@@ -51,7 +51,11 @@ def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
 
 
 class ArgumentError(Exception):
-    """Arguments that do not match a tool's input schema."""
+    """Arguments that do not match a tool's input schema; `where` names the argument."""
+
+    def __init__(self, message: str, where: str = "") -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+        self.where = where or "(arguments)"
 
 
 def check_arguments(spec: ToolSpec, arguments: Any, validators: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,8 +65,7 @@ def check_arguments(spec: ToolSpec, arguments: Any, validators: Mapping[str, Any
         raise ArgumentError("arguments must be a JSON object")
     error = jsonschema.exceptions.best_match(validators[spec.name].iter_errors(arguments))
     if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path)
-        raise ArgumentError(f"{where}: {error.message}" if where else error.message)
+        raise ArgumentError(error.message, "/".join(str(p) for p in error.absolute_path))
     return arguments
 
 
@@ -102,11 +105,12 @@ class MemoryServer:
         try:
             arguments = check_arguments(spec, params.arguments, self._validators)
             data = await self._in_worker(lambda: spec.run(self.memory, arguments))
+        # The log names the failure, never the caller's values: they may be private memories.
         except ArgumentError as exc:
-            log.info("%s: rejected arguments: %s", spec.name, exc)
+            log.info("%s: rejected argument %s", spec.name, exc.where)
             return _error(f"invalid arguments for {spec.name}: {exc}")
         except MagrayError as exc:
-            log.info("%s: %s: %s", spec.name, type(exc).__name__, exc)
+            log.info("%s: %s", spec.name, type(exc).__name__)
             return _error(f"{spec.name} failed: {exc}")
         except Exception as exc:  # a bug must not take the server (and the user's agent) down
             log.exception("%s: unexpected error", spec.name)
