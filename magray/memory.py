@@ -30,6 +30,7 @@ Progress = Callable[[int, int], None]  # (done, total)
 # enough that another process never waits long for the write lock.
 WRITE_BATCH = {"safe": 64, "balanced": 64, "fast": 512}
 MAX_CONTENT_CHARS = 1_000_000
+CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 
 
 @dataclass
@@ -578,6 +579,17 @@ class Memory(LifecycleMixin):
 
     def durability(self) -> str:
         return DURABILITY[self.profile].promise
+
+    def checkpoint(self, mode: str = "PASSIVE") -> dict[str, int]:
+        """Copy the WAL back into the file. PASSIVE never waits for other processes; TRUNCATE waits
+        (up to the busy timeout) for their readers and writers, then empties the WAL file.
+        Long-running processes call this so that the WAL does not grow while they hold the file."""
+        mode = mode.upper() if isinstance(mode, str) else mode
+        if mode not in CHECKPOINT_MODES:
+            raise InvalidInput(f"unknown checkpoint mode {mode!r}: use {', '.join(CHECKPOINT_MODES)}")
+        with translate_errors(self.path):
+            busy, log_frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        return {"busy": busy, "log_frames": log_frames, "checkpointed_frames": done}
 
 
 def _optional_text(value: Any, name: str) -> str | None:

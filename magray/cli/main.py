@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         with Memory.open(args.db, profile=args.profile, model=args.model, device=args.device,
                          create=command in commands.CREATES_FILE) as mem:
             result = commands.HANDLERS[command](mem, args)
-            if args.json and not isinstance(result, commands.RawText):
+            if result is None:  # `serve`: stdout was the MCP channel; nothing more may go there
+                pass
+            elif args.json and not isinstance(result, commands.RawText):
                 render.emit(render.envelope_ok(command, result))
             else:
                 render.emit(render.text(command, result, args))
@@ -63,7 +65,9 @@ def _configure_logging(args) -> None:
     """The library logs through `logging`; the CLI decides where and how much."""
     import logging
 
-    level = logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    # A server has no other way to tell what it does: it logs at INFO unless told otherwise.
+    base = 1 if args.command == "serve" else 0
+    level = logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(base + args.verbose, 2)]
     handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("magray")

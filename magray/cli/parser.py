@@ -217,4 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     _sub(subs, "reindex", "re-embed every memory with the model named by --model, then switch atomically",
          "  magray reindex --model minilm-f16\n", common)
+
+    p = _sub(subs, "serve", "serve the memory file to agents over MCP (stdio); logs go to stderr",
+             "  magray serve\n  magray --db ~/notes.db serve --model ./all-MiniLM-L6-v2-q8_0.gguf\n", common)
+    p.add_argument("--checkpoint-every", type=int, default=64, metavar="N",
+                   help="checkpoint the WAL (PASSIVE) after every N writing tool calls (default: 64)")
+    p.add_argument("--idle-checkpoint", type=float, default=30.0, metavar="SECONDS",
+                   help="empty the WAL (TRUNCATE) after this long without writing calls; 0 = never (default: 30)")
     return parser
