@@ -579,6 +579,15 @@ class Memory(LifecycleMixin):
     def durability(self) -> str:
         return DURABILITY[self.profile].promise
 
+    def doctor(self, *, repair: bool = False, progress: Progress | None = None):
+        """Check the file (SQLite integrity, FTS index and vectors against the memories) and return
+        a `health.Report`; with `repair`, rebuild what derives from the memories, never their content."""
+        from . import health
+
+        with translate_errors(self.path):
+            return health.run(self._conn, self.path, repair=repair, load_embedder=self._load_embedder,
+                              now=self.now, progress=progress)
+
 
 def _optional_text(value: Any, name: str) -> str | None:
     if value is None:
