@@ -64,9 +64,9 @@ class Report:
                 "errors": self.errors}
 
     def __str__(self) -> str:
-        lines = [f"file:     {self.path}",
-                 "checked:  " + ", ".join(self.checks),
-                 "counts:   " + ", ".join(f"{k} {v}" for k, v in self.counts.items())]
+        lines = [f"file:     {self.path}", "checked:  " + ", ".join(self.checks)]
+        if self.counts:
+            lines.append("counts:   " + ", ".join(f"{k} {v}" for k, v in self.counts.items()))
         for f in self.findings:
             state = "repaired" if f.repaired else ("repairable: run `magray doctor --repair`"
                                                    if f.repairable and not self.repair else "NOT repaired")

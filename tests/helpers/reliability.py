@@ -63,12 +63,15 @@ def open_raw(db: Path):
 
 
 def content_digest(db: Path) -> str:
-    """sha256 of every memory row and tag row: equal before and after = nothing stored changed."""
+    """sha256 of every memory row and of the tags of each: equal before and after = no memory
+    changed (tag rows of memories that no longer exist are not memories, and do not count)."""
     conn = open_raw(db)
     try:
         h = hashlib.sha256()
-        for table, order in (("memories", "id"), ("memory_tags", "memory_id, tag")):
-            for row in conn.execute(f"SELECT * FROM {table} ORDER BY {order}"):
+        for sql in ("SELECT * FROM memories ORDER BY id",
+                    "SELECT t.memory_id, t.tag FROM memory_tags AS t JOIN memories AS m ON m.id = t.memory_id "
+                    "ORDER BY 1, 2"):
+            for row in conn.execute(sql):
                 h.update(repr(row).encode("utf-8", "surrogatepass"))
         return h.hexdigest()
     finally:
