@@ -286,7 +286,7 @@ def _reembed(conn: apsw.Connection, load_embedder: LoadEmbedder, now: float, pro
                 vectors.insert_chunks(conn, bound.generation, memory_id, record.layer, record.project,
                                       record.session, record.created_at, embedded.hashes[offset:offset + n],
                                       embedded.vectors[offset:offset + n])
-            cache.store(conn, bound.sha256, embedded.new_entries, now)
+            cache.store(conn, bound.sha256, embedded, now)
             records.bump_counters(conn, {"embeddings_computed": len(embedded.new_entries)}, now)
         if progress:
             progress(min(start + REEMBED_BATCH, total), total)
