@@ -74,6 +74,11 @@ def test_sigkill_writers_lose_nothing_they_reported(tmp_path):
     print(f"\ncrash: {CYCLES} cycles, {KILLS} SIGKILLs ({kills_before_output} right "
           f"after start), {len(printed)} reported ids all present; file: {counts}; {elapsed:.1f} s")
     assert not problems, problems[:20]
+    from magray import Memory
+
+    with Memory.open(db) as mem:  # magray's own doctor agrees with the independent check
+        report = mem.doctor()
+    assert report.healthy, str(report)
     assert len(printed) > CYCLES  # the kills did land between adds, not only before the first
     # An add that committed but died before its print is whole too; at most one per killed process.
     assert len(printed) <= counts["memories"] <= len(printed) + KILLS
@@ -145,6 +150,8 @@ def test_interrupted_bulk_import_resumes_without_duplicates(tmp_path):
     finally:
         conn.close()
     assert distinct == (total, total)
+    doctor = run_cli(db, env, "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     print(f"\nbulk import killed at {stored}/{total} (batches of {batch}); re-run added {data['added']}")
 
 
