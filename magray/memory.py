@@ -13,7 +13,7 @@ from typing import Any
 import apsw
 
 from . import binding as binding_mod
-from . import lifecycle, records, schema, search as search_mod, vectors
+from . import health, lifecycle, records, schema, search as search_mod, vectors
 from .config import DURABILITY, LAYERS, PROFILES, default_db_path, default_profile, load_rules
 from .db import open_connection, read_snapshot, translate_errors, write_transaction
 from .embed import cache
@@ -590,6 +590,13 @@ class Memory(LifecycleMixin):
         with translate_errors(self.path):
             busy, log_frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         return {"busy": busy, "log_frames": log_frames, "checkpointed_frames": done}
+
+    def doctor(self, *, repair: bool = False, progress: Progress | None = None) -> health.Report:
+        """Check the file (SQLite integrity, FTS index and vectors against the memories); with
+        `repair`, rebuild what derives from the memories, never their content. See health.py."""
+        with translate_errors(self.path):
+            return health.run(self._conn, self.path, repair=repair, load_embedder=self._load_embedder,
+                              now=self.now, progress=progress)
 
 
 def _optional_text(value: Any, name: str) -> str | None:

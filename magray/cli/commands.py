@@ -237,13 +237,17 @@ def cmd_serve(mem: Memory, args: argparse.Namespace) -> Any:
     return None
 
 
+def cmd_doctor(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.doctor(repair=args.repair, progress=progress_bar("re-embedding", None))
+
+
 HANDLERS: dict[str, Callable[[Memory, argparse.Namespace], Any]] = {
     "init": cmd_init, "add": cmd_add, "get": cmd_get, "list": cmd_list, "search": cmd_search,
     "update": cmd_update, "rm": cmd_rm, "tag": cmd_tag, "promote": cmd_promote,
     "status": cmd_status, "model": cmd_model, "reindex": cmd_reindex, "touch": cmd_touch,
     "clean": cmd_clean, "dedup": cmd_dedup, "unmerge": cmd_unmerge, "stats": cmd_stats,
     "optimize": cmd_optimize, "sessions": cmd_sessions, "projects": cmd_projects,
-    "forget": cmd_forget, "config": cmd_config, "serve": cmd_serve,
+    "forget": cmd_forget, "config": cmd_config, "serve": cmd_serve, "doctor": cmd_doctor,
 }
 # Commands that may create the memory file; the others refuse a missing file.
 CREATES_FILE = frozenset({"init", "add", "model", "serve"})

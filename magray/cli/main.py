@@ -16,6 +16,7 @@ EXIT_MODEL = 4          # model missing, corrupt, mismatched
 EXIT_STORE = 5          # the file cannot be used (not SQLite, read-only, disk full...)
 EXIT_BUSY = 6           # locked by another process past the retry budget
 EXIT_SCHEMA_TOO_NEW = 7
+EXIT_UNHEALTHY = 8      # `doctor` found problems it did not repair
 
 EXIT_CODES: list[tuple[type[errors.MagrayError], int]] = [
     (errors.SchemaTooNew, EXIT_SCHEMA_TOO_NEW),
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                 render.emit(render.envelope_ok(command, result))
             else:
                 render.emit(render.text(command, result, args))
-        return EXIT_OK
+        return EXIT_UNHEALTHY if getattr(result, "healthy", True) is False else EXIT_OK
     except errors.MagrayError as exc:
         return _fail(command, type(exc).__name__, str(exc), exit_code_for(exc), args.json)
     except KeyboardInterrupt:

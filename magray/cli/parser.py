@@ -215,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = msubs.add_parser("use", help="bind the file to a model (only while it holds no vectors)", parents=[common])
     q.add_argument("name")
 
+    p = _sub(subs, "doctor", "check the file (integrity, full-text index, vectors); --repair fixes what it can",
+             "  magray doctor\n  magray doctor --repair --json\n", common)
+    p.add_argument("--repair", action="store_true",
+                   help="rebuild the full-text index, drop orphan vectors, re-embed missing ones (content is never changed)")
+
     _sub(subs, "reindex", "re-embed every memory with the model named by --model, then switch atomically",
          "  magray reindex --model minilm-f16\n", common)
 
