@@ -92,22 +92,24 @@ def _apply_pragmas(conn: apsw.Connection, profile: str) -> None:
 @contextmanager
 def write_transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
     """One short write transaction: BEGIN IMMEDIATE (take the write lock up front, so that it
-    cannot fail half-way with SQLITE_BUSY), bounded retry, commit or roll back."""
-    for attempt in range(WRITE_RETRIES + 1):
+    cannot fail half-way with SQLITE_BUSY), bounded retry, commit or roll back. A file that cannot
+    be written (read-only, disk full, I/O error) gives a one-line StoreError, after the rollback."""
+    with translate_errors(conn.filename):
+        for attempt in range(WRITE_RETRIES + 1):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except apsw.BusyError:
+                if attempt == WRITE_RETRIES:
+                    raise Busy("the memory file stayed locked by another process; try again") from None
+                time.sleep(random.uniform(0.01, 0.05) * (2**attempt))
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            break
-        except apsw.BusyError:
-            if attempt == WRITE_RETRIES:
-                raise Busy("the memory file stayed locked by another process; try again") from None
-            time.sleep(random.uniform(0.01, 0.05) * (2**attempt))
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        if not conn.getautocommit():
-            conn.execute("ROLLBACK")
-        raise
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if not conn.getautocommit():
+                conn.execute("ROLLBACK")
+            raise
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import apsw
 
 from . import backup as backup_mod
 from . import binding as binding_mod
-from . import lifecycle, records, schema, search as search_mod, vectors
+from . import health, lifecycle, records, schema, search as search_mod, vectors
 from .config import DURABILITY, LAYERS, PROFILES, default_db_path, default_profile, load_rules
 from .db import open_connection, read_snapshot, translate_errors, write_transaction
 from .embed import cache
@@ -31,6 +31,7 @@ Progress = Callable[[int, int], None]  # (done, total)
 # enough that another process never waits long for the write lock.
 WRITE_BATCH = {"safe": 64, "balanced": 64, "fast": 512}
 MAX_CONTENT_CHARS = 1_000_000
+CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 
 
 @dataclass
@@ -580,6 +581,24 @@ class Memory(LifecycleMixin):
     def durability(self) -> str:
         return DURABILITY[self.profile].promise
 
+    def checkpoint(self, mode: str = "PASSIVE") -> dict[str, int]:
+        """Copy the WAL back into the file. PASSIVE never waits for other processes; TRUNCATE waits
+        (up to the busy timeout) for their readers and writers, then empties the WAL file.
+        Long-running processes call this so that the WAL does not grow while they hold the file."""
+        mode = mode.upper() if isinstance(mode, str) else mode
+        if mode not in CHECKPOINT_MODES:
+            raise InvalidInput(f"unknown checkpoint mode {mode!r}: use {', '.join(CHECKPOINT_MODES)}")
+        with translate_errors(self.path):
+            busy, log_frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        return {"busy": busy, "log_frames": log_frames, "checkpointed_frames": done}
+
+    def doctor(self, *, repair: bool = False, progress: Progress | None = None) -> health.Report:
+        """Check the file (SQLite integrity, FTS index and vectors against the memories); with
+        `repair`, rebuild what derives from the memories, never their content. See health.py."""
+        with translate_errors(self.path):
+            return health.run(self._conn, self.path, repair=repair, load_embedder=self._load_embedder,
+                              now=self.now, progress=progress)
+
     # -- backups and transfer (magray.backup, magray.transfer) -----------------------------------
 
     def backup(self, dest: str | os.PathLike | None = None, *,
@@ -672,6 +691,7 @@ class Memory(LifecycleMixin):
                 self._conn.executemany("UPDATE memories SET merged_into = ? WHERE id = ? AND merged_into IS NULL",
                                        links)
         return results
+
 
 def _optional_text(value: Any, name: str) -> str | None:
     if value is None:

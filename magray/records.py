@@ -16,7 +16,7 @@ from .errors import InvalidInput, NotFound
 from .schema import query
 from .types import Filters, MemoryRecord
 
-_TAG = re.compile(r"^[^\s,]{1,100}$")
+_TAG = re.compile(r"^[^\s,\x00]{1,100}$")
 MAX_LIMIT = 100_000
 
 
@@ -35,6 +35,10 @@ def check_content(content: Any) -> str:
         raise InvalidInput("content must be text")
     if not content.strip():
         raise InvalidInput("content is empty")
+    if "\x00" in content:
+        # SQLite's text functions stop at a NUL: length('\x00abc') is 0, so such a text would fail
+        # the schema's CHECK with a raw constraint error, and would not compare or search as stored.
+        raise InvalidInput("content contains a NUL character (\\x00); remove it, or encode binary data first")
     try:
         content.encode("utf-8")
     except UnicodeEncodeError:
@@ -66,6 +70,13 @@ def check_limit(limit: int) -> int:
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1 or limit > MAX_LIMIT:
         raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIMIT}")
     return limit
+
+
+def check_offset(offset: int) -> int:
+    if not isinstance(offset, int) or isinstance(offset, bool):
+        raise InvalidInput(f"offset must be a whole number, got {offset!r}")
+    # Below 0 means from the start; past SQLite's 64-bit integers, past the end (not an overflow).
+    return min(max(0, offset), 2**63 - 1)
 
 
 def check_importance(importance: float) -> float:
@@ -160,7 +171,7 @@ def get(conn: apsw.Connection, memory_id: int, now: float, *, include_deleted: b
 
 def list_memories(conn: apsw.Connection, filters: Filters, now: float, limit: int,
                   offset: int = 0) -> list[MemoryRecord]:
-    params = filter_params(filters, now, include_aliases=False) | {"limit": check_limit(limit), "offset": max(0, int(offset))}
+    params = filter_params(filters, now, include_aliases=False) | {"limit": check_limit(limit), "offset": check_offset(offset)}
     return [_record(row) for row in conn.execute(with_filter("list_memories"), params)]
 
 

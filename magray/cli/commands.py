@@ -226,6 +226,22 @@ def cmd_reindex(mem: Memory, args: argparse.Namespace) -> Any:
     return mem.reindex(args.model, progress=progress_bar("re-embedding", None))
 
 
+def cmd_serve(mem: Memory, args: argparse.Namespace) -> Any:
+    """Serve MCP on stdin/stdout until the client hangs up; returns nothing to render."""
+    from ..server.mcp_server import run_stdio
+
+    if args.checkpoint_every < 1:
+        raise InvalidInput("--checkpoint-every must be at least 1")
+    if args.idle_checkpoint < 0:
+        raise InvalidInput("--idle-checkpoint cannot be negative")
+    run_stdio(mem, checkpoint_every=args.checkpoint_every, idle_checkpoint_s=args.idle_checkpoint)
+    return None
+
+
+def cmd_doctor(mem: Memory, args: argparse.Namespace) -> Any:
+    return mem.doctor(repair=args.repair, progress=progress_bar("re-embedding", None))
+
+
 BACKUP_ACTIONS = ("verify", "list", "prune", "policy")
 
 
@@ -284,11 +300,11 @@ HANDLERS: dict[str, Callable[[Memory, argparse.Namespace], Any]] = {
     "status": cmd_status, "model": cmd_model, "reindex": cmd_reindex, "touch": cmd_touch,
     "clean": cmd_clean, "dedup": cmd_dedup, "unmerge": cmd_unmerge, "stats": cmd_stats,
     "optimize": cmd_optimize, "sessions": cmd_sessions, "projects": cmd_projects,
-    "forget": cmd_forget, "config": cmd_config,
+    "forget": cmd_forget, "config": cmd_config, "serve": cmd_serve, "doctor": cmd_doctor,
     "backup": cmd_backup, "restore": cmd_restore, "export": cmd_export, "import": cmd_import,
 }
 # Commands that may create the memory file; the others refuse a missing file.
-CREATES_FILE = frozenset({"init", "add", "model", "restore", "import"})
+CREATES_FILE = frozenset({"init", "add", "model", "serve", "restore", "import"})
 
 
 _bars_enabled = True

@@ -16,6 +16,7 @@ EXIT_MODEL = 4          # model missing, corrupt, mismatched
 EXIT_STORE = 5          # the file cannot be used (not SQLite, read-only, disk full...)
 EXIT_BUSY = 6           # locked by another process past the retry budget
 EXIT_SCHEMA_TOO_NEW = 7
+EXIT_UNHEALTHY = 8      # `doctor` found problems it did not repair
 
 EXIT_CODES: list[tuple[type[errors.MagrayError], int]] = [
     (errors.SchemaTooNew, EXIT_SCHEMA_TOO_NEW),
@@ -46,11 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         with Memory.open(args.db, profile=args.profile, model=args.model, device=args.device,
                          create=command in commands.CREATES_FILE) as mem:
             result = commands.HANDLERS[command](mem, args)
-            if args.json and not isinstance(result, commands.RawText):
+            if result is None:  # `serve`: stdout was the MCP channel; nothing more may go there
+                pass
+            elif args.json and not isinstance(result, commands.RawText):
                 render.emit(render.envelope_ok(command, result))
             else:
                 render.emit(render.text(command, result, args))
-        return EXIT_OK
+        return EXIT_UNHEALTHY if getattr(result, "healthy", True) is False else EXIT_OK
     except errors.MagrayError as exc:
         return _fail(command, type(exc).__name__, str(exc), exit_code_for(exc), args.json)
     except KeyboardInterrupt:
@@ -63,7 +66,9 @@ def _configure_logging(args) -> None:
     """The library logs through `logging`; the CLI decides where and how much."""
     import logging
 
-    level = logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    # A server has no other way to tell what it does: it logs at INFO unless told otherwise.
+    base = 1 if args.command == "serve" else 0
+    level = logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(base + args.verbose, 2)]
     handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("magray")

@@ -215,8 +215,20 @@ def build_parser() -> argparse.ArgumentParser:
     q = msubs.add_parser("use", help="bind the file to a model (only while it holds no vectors)", parents=[common])
     q.add_argument("name")
 
+    p = _sub(subs, "doctor", "check the file (integrity, full-text index, vectors); --repair fixes what it can",
+             "  magray doctor\n  magray doctor --repair --json\n", common)
+    p.add_argument("--repair", action="store_true",
+                   help="rebuild the full-text index, drop orphan vectors, re-embed missing ones (content is never changed)")
+
     _sub(subs, "reindex", "re-embed every memory with the model named by --model, then switch atomically",
          "  magray reindex --model minilm-f16\n", common)
+
+    p = _sub(subs, "serve", "serve the memory file to agents over MCP (stdio); logs go to stderr",
+             "  magray serve\n  magray --db ~/notes.db serve --model ./all-MiniLM-L6-v2-q8_0.gguf\n", common)
+    p.add_argument("--checkpoint-every", type=int, default=64, metavar="N",
+                   help="checkpoint the WAL (PASSIVE) after every N writing tool calls (default: 64)")
+    p.add_argument("--idle-checkpoint", type=float, default=30.0, metavar="SECONDS",
+                   help="empty the WAL (TRUNCATE) after this long without writing calls; 0 = never (default: 30)")
 
     p = _sub(subs, "backup", "back up the memory file while other processes keep writing; verify, list, prune",
              "  magray backup                      # to backups/ beside the memory file, verified\n"

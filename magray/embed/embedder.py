@@ -50,11 +50,15 @@ class Embedder:
                              "(reinstall it with CMAKE_ARGS=\"-DGGML_CUDA=on\")")
         attempts = [-1, 0] if device == "auto" and gpu_ok else [-1] if device == "gpu" else [0]
         last_error: Exception | None = None
+        # Embedding runs on n_threads_batch, not n_threads, and llama-cpp-python sets it to every
+        # core unless told: MAGRAY_THREADS=1 was ignored, and spinning OpenMP threads on a busy
+        # 2-core machine made each embed ~40x slower (0.33 s instead of 8 ms for a short text).
+        threads = n_threads or default_threads()
         for n_gpu_layers in attempts:
             try:
                 self._llm = llama_cpp.Llama(
                     model_path=str(path), embedding=True, n_ctx=n_ctx, n_batch=n_ctx,
-                    n_ubatch=n_ctx, n_threads=n_threads or default_threads(),
+                    n_ubatch=n_ctx, n_threads=threads, n_threads_batch=threads,
                     n_gpu_layers=n_gpu_layers, verbose=False,
                 )
                 self.device = "gpu" if n_gpu_layers else "cpu"

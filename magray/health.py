@@ -1,0 +1,318 @@
+"""The doctor: checks that a memory file is sound and that everything derived from its memories (the
+FTS index, chunks, vectors) agrees with them, and repairs what can be rebuilt from the memories.
+
+A repair never changes a memory's content or fields: it rebuilds the FTS index from `memories`,
+deletes vectors, chunks and tag rows that belong to no live memory, re-files misfiled vectors and
+re-embeds memories whose vectors are missing. Damage that cannot be rebuilt (a failed
+`PRAGMA integrity_check`, vectors of another dimension than the binding) is reported with what to do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from . import binding as binding_mod
+from . import records, vectors
+from .db import read_snapshot, write_transaction
+from .embed import cache
+from .errors import MagrayError
+from .schema import query
+
+# Ids listed per finding (the count is always complete).
+SAMPLE = 10
+# Memories re-embedded per write transaction during a repair.
+REEMBED_BATCH = 64
+
+_DIM = re.compile(r"\bembedding\s+float\[(\d+)\]", re.IGNORECASE)
+
+
+@dataclass
+class Finding:
+    """One kind of problem: how many rows have it, a sample of their ids, and whether it is fixed."""
+
+    problem: str  # stable name, e.g. "fts_orphans"
+    count: int
+    message: str  # one line for a person
+    repairable: bool
+    sample: list[int] = field(default_factory=list)
+    repaired: bool = False
+
+
+@dataclass
+class Report:
+    path: str
+    repair: bool
+    checks: list[str]
+    findings: list[Finding]
+    counts: dict[str, int]
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        """True when nothing is wrong any more (never was, or every problem was repaired)."""
+        return not self.errors and all(f.repaired for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "healthy": self.healthy, "repair": self.repair, "checks": self.checks,
+                "counts": self.counts, "findings": [asdict(f) for f in self.findings],
+                "errors": self.errors}
+
+    def __str__(self) -> str:
+        lines = [f"file:     {self.path}", "checked:  " + ", ".join(self.checks)]
+        if self.counts:
+            lines.append("counts:   " + ", ".join(f"{k} {v}" for k, v in self.counts.items()))
+        for f in self.findings:
+            state = "repaired" if f.repaired else ("repairable: run `magray doctor --repair`"
+                                                   if f.repairable and not self.repair else "NOT repaired")
+            sample = f" (e.g. {', '.join(map(str, f.sample))})" if f.sample else ""
+            lines.append(f"problem:  {f.message}{sample} [{state}]")
+        lines += [f"error:    {e}" for e in self.errors]
+        lines.append("healthy" if self.healthy else "NOT healthy")
+        return "\n".join(lines)
+
+
+LoadEmbedder = Callable[[], tuple[Any, binding_mod.Binding]]
+Progress = Callable[[int, int], None]
+
+
+def run(conn: apsw.Connection, path: Path | str, *, repair: bool, load_embedder: LoadEmbedder,
+        now: Callable[[], float], progress: Progress | None = None) -> Report:
+    """Check the file; with `repair`, fix what can be rebuilt, then check again so that each
+    finding says whether it is really gone."""
+    checks, findings, counts = diagnose(conn)
+    report = Report(str(path), repair, checks, findings, counts)
+    if not repair or not any(f.repairable for f in findings):
+        return report
+    try:
+        _repair(conn, findings, load_embedder, now(), progress)
+    except MagrayError as exc:
+        report.errors.append(str(exc))
+    _, after, report.counts = diagnose(conn)
+    still = {f.problem for f in after}
+    for f in findings:
+        f.repaired = f.problem not in still
+    return report
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def diagnose(conn: apsw.Connection) -> tuple[list[str], list[Finding], dict[str, int]]:
+    """(checks run, problems found, row counts). Reads only, apart from FTS5's integrity-check
+    command, which is written as an INSERT but changes nothing."""
+    checks = ["integrity"]
+    problem = _integrity(conn)
+    if problem is not None:
+        # Nothing else can be trusted on a damaged file: stop before reading it further.
+        return checks, [problem], {}
+    findings: list[Finding] = []
+    fts_ok = _fts_index_ok(conn)
+    checks.append("fts" if fts_ok is not None else "fts (index check skipped: the file is read-only)")
+    with read_snapshot(conn):
+        counts = {
+            "memories": _scalar(conn, "SELECT count(*) FROM memories WHERE deleted_at IS NULL"),
+            "deleted": _scalar(conn, "SELECT count(*) FROM memories WHERE deleted_at IS NOT NULL"),
+            "chunks": _scalar(conn, "SELECT count(*) FROM chunks"),
+        }
+        if fts_ok is False:
+            findings.append(Finding("fts_index", 1, "the full-text index disagrees with the memories "
+                                    "(FTS5 integrity-check failed)", True))
+        findings += _fts_rows(conn)
+        orphan_tags = _ids(conn, "SELECT DISTINCT memory_id FROM memory_tags "
+                                 "WHERE memory_id NOT IN (SELECT id FROM memories) ORDER BY 1")
+        if orphan_tags:
+            findings.append(_finding("orphan_tags", orphan_tags, "purged memories still have tag rows"))
+        bound = binding_mod.current(conn)
+        if bound is not None:
+            checks.append("vectors")
+            findings += _vector_findings(conn, bound, counts)
+    return checks, findings, counts
+
+
+def _integrity(conn: apsw.Connection) -> Finding | None:
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+    except (apsw.CorruptError, apsw.NotADBError) as exc:
+        rows = [str(exc)]
+    if rows == ["ok"]:
+        return None
+    return Finding("integrity", len(rows), f"SQLite integrity_check failed: {rows[0]} (restore a backup, or "
+                   "copy what is readable with `sqlite3 FILE .recover`)", False)
+
+
+def _fts_index_ok(conn: apsw.Connection) -> bool | None:
+    """FTS5's own check; rank=1 also compares the index with the content table (memories).
+    None when it cannot run: it is written as an INSERT, which a read-only file refuses."""
+    try:
+        conn.execute("INSERT INTO memories_fts (memories_fts, rank) VALUES ('integrity-check', 1)")
+    except apsw.CorruptError:
+        return False
+    except apsw.ReadOnlyError:
+        return None
+    return True
+
+
+def _fts_rows(conn: apsw.Connection) -> list[Finding]:
+    """FTS rows against memories, by rowid. The docsize table holds one row per indexed document
+    (a plain SELECT on an external-content FTS table reads the content table instead)."""
+    found = []
+    orphans = _ids(conn, "SELECT id FROM memories_fts_docsize WHERE id NOT IN (SELECT id FROM memories) ORDER BY 1")
+    if orphans:
+        found.append(_finding("fts_orphans", orphans, "full-text index rows have no memory"))
+    missing = _ids(conn, "SELECT id FROM memories WHERE id NOT IN (SELECT id FROM memories_fts_docsize) ORDER BY 1")
+    if missing:
+        found.append(_finding("fts_missing", missing, "memories are missing from the full-text index"))
+    return found
+
+
+def _vector_findings(conn: apsw.Connection, bound: binding_mod.Binding, counts: dict[str, int]) -> list[Finding]:
+    table = vectors.table(bound.generation)
+    row = conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    if row is None:
+        live = _ids(conn, "SELECT id FROM memories WHERE deleted_at IS NULL ORDER BY id")
+        return [Finding("vector_table_missing", len(live), f"the vector table {table} of the bound model is "
+                        "missing: every memory must be re-embedded", True, live[:SAMPLE])]
+    dim = _DIM.search(row[0])
+    if dim is None or int(dim.group(1)) != bound.dim:
+        got = dim.group(1) if dim else "unknown"
+        return [Finding("dimension_mismatch", 1, f"{table} holds {got}-dim vectors but the binding says "
+                        f"{bound.dim} ({bound.model_name}): run `magray reindex --model NAME`", False)]
+    counts["vectors"] = _scalar(conn, f"SELECT count(*) FROM {table}")
+    params = {"generation": bound.generation, "pending": _pending_generation(conn)}
+    found = []
+    for problem, message in (
+        ("orphan_vectors", "vectors belong to no live memory (ids are chunk ids)"),
+        ("orphan_chunks", "chunk rows belong to no live memory or to a dropped model (ids are chunk ids)"),
+        ("misfiled_vectors", "memories have vectors filed under another layer, project or session"),
+        ("missing_vectors", "live memories have missing or incomplete vectors"),
+    ):
+        ids = _ids(conn, _vector_query(problem, table), params)
+        if ids:
+            found.append(_finding(problem, ids, message))
+    return found
+
+
+def _vector_query(problem: str, table: str) -> str:
+    return query(f"doctor_{problem}").replace("/*VEC*/", table)
+
+
+def _pending_generation(conn: apsw.Connection) -> int | None:
+    pending = binding_mod.get_setting(conn, "reindex")
+    return pending["generation"] if pending else None
+
+
+# -- repairs -----------------------------------------------------------------------------------
+
+
+def _repair(conn: apsw.Connection, findings: list[Finding], load_embedder: LoadEmbedder, now: float,
+            progress: Progress | None) -> None:
+    problems = {f.problem for f in findings if f.repairable}
+    done: dict[str, int] = {}
+    with write_transaction(conn):
+        # Recomputed under the write lock: another process may have written since the check.
+        if problems & {"fts_index", "fts_orphans", "fts_missing"}:
+            conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
+            done["fts_rebuilt"] = 1
+        if "orphan_tags" in problems:
+            conn.execute("DELETE FROM memory_tags WHERE memory_id NOT IN (SELECT id FROM memories)")
+            done["orphan_tags"] = conn.changes()
+        bound = binding_mod.current(conn)
+        if bound is not None:
+            done |= _repair_vectors_in_place(conn, bound, problems)
+        if done:
+            records.log_event(conn, now, None, "repair", done)
+    if bound is not None and problems & {"missing_vectors", "vector_table_missing"}:
+        _reembed(conn, load_embedder, now, progress)
+
+
+def _repair_vectors_in_place(conn: apsw.Connection, bound: binding_mod.Binding, problems: set[str]) -> dict[str, int]:
+    table = vectors.table(bound.generation)
+    params = {"generation": bound.generation, "pending": _pending_generation(conn)}
+    done: dict[str, int] = {}
+    if "vector_table_missing" in problems:
+        vectors.create(conn, bound.generation, bound.dim)
+    if "orphan_vectors" in problems:
+        ids = _ids(conn, _vector_query("orphan_vectors", table), params)
+        conn.executemany(f"DELETE FROM {table} WHERE chunk_id = ?", [(i,) for i in ids])
+        done["orphan_vectors"] = len(ids)
+    if "orphan_chunks" in problems:
+        ids = _ids(conn, _vector_query("orphan_chunks", table), params)
+        conn.executemany(f"DELETE FROM {table} WHERE chunk_id = ?", [(i,) for i in ids])
+        conn.executemany("DELETE FROM chunks WHERE id = ?", [(i,) for i in ids])
+        done["orphan_chunks"] = len(ids)
+    if "misfiled_vectors" in problems:
+        ids = _ids(conn, _vector_query("misfiled_vectors", table), params)
+        for memory_id, layer, project, session in conn.execute(
+                "SELECT id, layer, project, session FROM memories WHERE id IN (SELECT value FROM json_each(?))",
+                (_json_ids(ids),)).fetchall():
+            vectors.move(conn, bound.generation, memory_id, layer, project, session)
+        done["misfiled_vectors"] = len(ids)
+    if problems & {"missing_vectors", "vector_table_missing"}:
+        # Incomplete vectors are dropped whole; the memory is then re-embedded like one without any.
+        ids = _ids(conn, _vector_query("missing_vectors", table), params)
+        for memory_id in ids:
+            vectors.delete_for_memory(conn, bound.generation, memory_id)
+        done["missing_vectors"] = len(ids)
+    return done
+
+
+def _reembed(conn: apsw.Connection, load_embedder: LoadEmbedder, now: float, progress: Progress | None) -> None:
+    """Embed live memories that have no vectors, a batch at a time: the model runs outside any
+    transaction, and each batch is written in one short one that re-checks every memory."""
+    embedder, bound = load_embedder()
+    todo = _ids(conn, _vector_query("missing_vectors", vectors.table(bound.generation)),
+                {"generation": bound.generation, "pending": None})
+    total = len(todo)
+    for start in range(0, total, REEMBED_BATCH):
+        batch = records.get_many(conn, todo[start:start + REEMBED_BATCH])
+        texts: list[str] = []
+        spans: list[tuple[int, int, int]] = []
+        for memory_id, record in batch.items():
+            pieces = embedder.chunks(record.content)
+            spans.append((memory_id, len(texts), len(pieces)))
+            texts.extend(pieces)
+        embedded = cache.embed_cached(conn, embedder, bound.sha256, texts)
+        with write_transaction(conn):
+            for memory_id, offset, n in spans:
+                record = batch[memory_id]
+                if not _lacks_vectors(conn, bound.generation, memory_id):
+                    continue  # deleted or re-embedded by another process meanwhile
+                vectors.insert_chunks(conn, bound.generation, memory_id, record.layer, record.project,
+                                      record.session, record.created_at, embedded.hashes[offset:offset + n],
+                                      embedded.vectors[offset:offset + n])
+            cache.store(conn, bound.sha256, embedded, now)
+            records.bump_counters(conn, {"embeddings_computed": len(embedded.new_entries)}, now)
+        if progress:
+            progress(min(start + REEMBED_BATCH, total), total)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _finding(problem: str, ids: list[int], message: str) -> Finding:
+    return Finding(problem, len(ids), f"{len(ids)} {message}", True, ids[:SAMPLE])
+
+
+def _ids(conn: apsw.Connection, sql: str, params: dict[str, Any] | tuple = ()) -> list[int]:
+    return [r[0] for r in conn.execute(sql, params)]
+
+
+def _lacks_vectors(conn: apsw.Connection, generation: int, memory_id: int) -> bool:
+    """The memory is live and has no chunk in `generation` (its partial ones were dropped)."""
+    row = conn.execute("SELECT deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM chunks WHERE memory_id = m.id "
+                       "AND generation = ?) FROM memories AS m WHERE id = ?", (generation, memory_id)).fetchone()
+    return bool(row and row[0])
+
+
+def _scalar(conn: apsw.Connection, sql: str) -> int:
+    return conn.execute(sql).fetchone()[0]
+
+
+def _json_ids(ids: list[int]) -> str:
+    return "[" + ",".join(str(int(i)) for i in ids) + "]"

@@ -1,0 +1,1 @@
+"""Servers that expose a memory file to agents; they only call the `Memory` facade."""

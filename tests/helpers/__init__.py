@@ -1,0 +1,1 @@
+"""Helpers shared by the reliability tests (crash, concurrency, doctor, hostile input)."""
