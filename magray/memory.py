@@ -14,7 +14,7 @@ import apsw
 
 from . import backup as backup_mod
 from . import binding as binding_mod
-from . import health, lifecycle, records, schema, search as search_mod, vectors
+from . import health, lifecycle, records, schema, search as search_mod, transfer, vectors
 from .config import DURABILITY, LAYERS, PROFILES, default_db_path, default_profile, load_rules
 from .db import open_connection, read_snapshot, translate_errors, write_transaction
 from .embed import cache
@@ -616,6 +616,44 @@ class Memory(LifecycleMixin):
             self._embedder.close()
         self._embedder, self._binding = None, None
         return report
+
+    def verify_backup(self, path: str | os.PathLike) -> backup_mod.BackupReport:
+        """Re-check a backup (or any copy of a memory file) without touching this file."""
+        return backup_mod.verify(path)
+
+    def list_backups(self, folder: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+        """The backups in `folder` (default: `backups/` beside this file), newest first."""
+        return backup_mod.list_backups(Path(folder) if folder else backup_mod.default_dir(self.path))
+
+    def backup_policy(self, *, keep_last: int | None = None, keep_daily: int | None = None,
+                      keep_weekly: int | None = None) -> dict[str, int | None]:
+        """The rotation policy stored in this file, after changing the values given."""
+        changes = {k: v for k, v in (("keep_last", keep_last), ("keep_daily", keep_daily),
+                                     ("keep_weekly", keep_weekly)) if v is not None}
+        if changes:
+            return backup_mod.set_policy(self, **(backup_mod.get_policy(self._conn) | changes))
+        return backup_mod.get_policy(self._conn)
+
+    def prune_backups(self, folder: str | os.PathLike | None = None, *, keep_last: int | None = None,
+                      keep_daily: int | None = None, keep_weekly: int | None = None,
+                      dry_run: bool = False) -> dict[str, Any]:
+        """Remove the backups in `folder` (default: `backups/` beside this file) that the policy
+        given, else the one stored in this file, does not keep."""
+        given = {"keep_last": keep_last, "keep_daily": keep_daily, "keep_weekly": keep_weekly}
+        policy = given if any(v is not None for v in given.values()) else backup_mod.get_policy(self._conn)
+        folder = Path(folder) if folder else backup_mod.default_dir(self.path)
+        return backup_mod.prune(folder, policy, dry_run=dry_run)
+
+    def export(self, fmt: str = "jsonl", path: str | None = None, *, with_vectors: bool = False,
+               per: str = "memory", stdout: Any = None, progress: Progress | None = None) -> dict[str, Any]:
+        """Every memory to a JSONL file (`stdout` when path is None or '-') or a folder of Markdown
+        files; see `magray.transfer`."""
+        return transfer.export_to_path(self, fmt, path, with_vectors=with_vectors, per=per, stdout=stdout,
+                                       progress=progress)
+
+    def import_jsonl(self, stream: Any, *, name: str = "input", progress: Progress | None = None) -> dict[str, Any]:
+        """Add the memories of a JSONL export with their original fields; importing twice adds nothing."""
+        return transfer.import_jsonl(self, stream, name=name, progress=progress)
 
     def import_records(self, items: Iterable[Mapping[str, Any]], *, vectors_sha256: str | None = None,
                        chunk_vectors: Mapping[str, bytes] | None = None,

@@ -246,31 +246,24 @@ BACKUP_ACTIONS = ("verify", "list", "prune", "policy")
 
 
 def cmd_backup(mem: Memory, args: argparse.Namespace) -> Any:
-    from .. import backup
-
     action = args.action_or_dest if args.action_or_dest in BACKUP_ACTIONS else None
     if action != "verify" and args.file:
         raise InvalidInput(f"unexpected argument {args.file!r}")
-    if action is None:
-        report = mem.backup(args.action_or_dest, progress=progress_bar("backing up", None, unit="page"))
-        result = report.to_dict()
-        if args.rotate:
-            result["rotation"] = backup.prune(Path(report.path).parent, backup.get_policy(mem.connection))
-        return result
     if action == "verify":
         if not args.file:
             raise InvalidInput("name the backup to check: magray backup verify FILE")
-        return backup.verify(args.file).to_dict()
-    given = {"keep_last": args.keep, "keep_daily": args.keep_daily, "keep_weekly": args.keep_weekly}
-    explicit = {k: v for k, v in given.items() if v is not None}
-    if action == "policy":
-        if not explicit:
-            return backup.get_policy(mem.connection)
-        return backup.set_policy(mem, **(backup.get_policy(mem.connection) | explicit))
-    folder = Path(args.dir) if args.dir else backup.default_dir(mem.path)
+        return mem.verify_backup(args.file).to_dict()
     if action == "list":
-        return backup.list_backups(folder)
-    return backup.prune(folder, given if explicit else backup.get_policy(mem.connection), dry_run=args.dry_run)
+        return mem.list_backups(args.dir)
+    policy = {"keep_last": args.keep, "keep_daily": args.keep_daily, "keep_weekly": args.keep_weekly}
+    if action == "policy":
+        return mem.backup_policy(**policy)
+    if action == "prune":
+        return mem.prune_backups(args.dir, **policy, dry_run=args.dry_run)
+    report = mem.backup(args.action_or_dest, progress=progress_bar("backing up", None, unit="page")).to_dict()
+    if args.rotate:
+        report["rotation"] = mem.prune_backups(Path(report["path"]).parent)
+    return report
 
 
 def cmd_restore(mem: Memory, args: argparse.Namespace) -> Any:
@@ -278,20 +271,16 @@ def cmd_restore(mem: Memory, args: argparse.Namespace) -> Any:
 
 
 def cmd_export(mem: Memory, args: argparse.Namespace) -> Any:
-    from .. import transfer
-
     if args.json and args.format == "jsonl" and args.output in (None, "-"):
         raise InvalidInput("--json prints its envelope on stdout: give the export a file with -o PATH")
-    return transfer.export_to_path(mem, args.format, args.output, with_vectors=args.vectors, per=args.per,
-                                   stdout=sys.stdout, progress=progress_bar("exporting", None))
+    return mem.export(args.format, args.output, with_vectors=args.vectors, per=args.per, stdout=sys.stdout,
+                      progress=progress_bar("exporting", None))
 
 
 def cmd_import(mem: Memory, args: argparse.Namespace) -> Any:
-    from .. import transfer
-
     stream = sys.stdin if args.file == "-" else _open_text(args.file)
     with stream:
-        return transfer.import_jsonl(mem, stream, name=args.file, progress=progress_bar("importing", None))
+        return mem.import_jsonl(stream, name=args.file, progress=progress_bar("importing", None))
 
 
 HANDLERS: dict[str, Callable[[Memory, argparse.Namespace], Any]] = {
