@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -90,16 +91,29 @@ with Memory.open(sys.argv[1], profile="safe") as mem:
 """
 
 
-def run_writer(path: Path, seed: int) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(seed)], stdout=subprocess.PIPE,
-                            text=True, env=env)
+class Writer:
+    """The writer process, its output drained by a thread (a full pipe would stall its commits)."""
 
+    def __init__(self, path: Path, seed: int):
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(seed)],
+                                     stdout=subprocess.PIPE, text=True, env=env)
+        self.lines: list[str] = []
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
 
-def commits(proc: subprocess.Popen) -> list[tuple[float, float]]:
-    proc.terminate()
-    out, _ = proc.communicate()
-    return [tuple(map(float, line.split())) for line in out.splitlines() if line.strip()]
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self.started.set()
+
+    def commits(self) -> list[tuple[float, float]]:
+        """Stop the writer; (monotonic time, latency) of each of its commits."""
+        self.proc.terminate()
+        self.proc.wait()
+        self.thread.join()
+        return [tuple(map(float, line.split())) for line in self.lines if line.strip()]
 
 
 def window(samples: list[tuple[float, float]], start: float, end: float) -> tuple[float, float]:
@@ -137,11 +151,9 @@ def main() -> None:
         (work / "plain-copy.db").unlink()
 
         # Backup with a writer running: measure the writer alone first, then during the backup.
-        writer = run_writer(live, r)
+        writer = Writer(live, r)
         with Memory.open(live) as mem:
-            mem.now()
-            first = writer.stdout.readline()  # the writer is up and committing
-            assert first
+            assert writer.started.wait(120), "the writer did not start"
             w0 = time.monotonic()
             time.sleep(3.0)  # the baseline window (a measurement, not a synchronisation)
             copied: list[float] = []
@@ -155,7 +167,7 @@ def main() -> None:
             b0, t0 = time.monotonic(), time.perf_counter()
             report = backup_mod.create(mem, work / "backups", progress=progress)
             b1, t1 = time.monotonic(), time.perf_counter()
-        samples = commits(writer)
+        samples = writer.commits()
         bk_copy.append(copied[0] - t0)
         bk_total.append(t1 - t0)
         rate, lat = window(samples, w0, b0)
