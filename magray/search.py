@@ -61,7 +61,7 @@ class Ranking:
     The defaults were tuned on half of a conversational recall benchmark and checked on the other
     half (bench/recall_quality.py, bench/RESULTS.md)."""
 
-    # "convex": text_weight * bm25 min-max normalised over the text candidates (best 1, worst 0)
+    # "convex": text_weight * bm25 min-max normalised over the text candidates (best 1; see fuse)
     # + vector_weight * cosine similarity. Scores keep how far ahead the best matches are, which
     # ranks alone lose; cosine stays raw because it is already on a fixed scale, so a list of
     # weak vector matches is not stretched to look as good as a strong one.
