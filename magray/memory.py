@@ -535,7 +535,7 @@ class Memory(LifecycleMixin):
             if embedded is not None:
                 vector_hits = lifecycle.fold_aliases(self._conn, search_mod.vector_candidates(
                     self._conn, bound.generation, embedded.vectors[0], filters, now, pool))
-            parts = search_mod.fuse(text_hits, vector_hits, ranking)
+            parts = search_mod.score(self._conn, text_hits, vector_hits, filters, now, pool, ranking)
             found = records.get_many(self._conn, list(parts))
         hits = search_mod.rank(found, parts, now, k, ranking)
         with self._write():
