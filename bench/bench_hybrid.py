@@ -75,7 +75,7 @@ def main() -> None:
                         start = time.perf_counter()
                         hits = mem.search(q, k=K, mode=mode, filters=filters, touch=False)
                         times.append(time.perf_counter() - start)
-                    assert hits, f"no hits for {q!r}"
+                    assert hits or mode == "text", f"no hits for {q!r}"  # text: maybe no shared word
                     per_query.append(median(times))
                 row[name] = {"p50_ms": round(median(per_query) * 1000, 2),
                              "p95_ms": round(percentile(per_query, 95) * 1000, 2)}
