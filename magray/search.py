@@ -109,14 +109,15 @@ def vector_candidates(conn: apsw.Connection, generation: int, query_vec, filters
         ids = filtered_ids(conn, filters, now)
         hits = vectors.exact(conn, generation, query_vec, ids, limit * 4)
         return _best_per_memory(hits, limit)
-    candidates = 400
+    candidates = vectors.CANDIDATES
     while True:
-        hits = vectors.knn(conn, generation, query_vec, limit * 4, filters, candidates=candidates)
+        # Twice the memories asked for, in chunks: a long memory may fill several places.
+        hits = vectors.knn(conn, generation, query_vec, limit * 2, filters, candidates=candidates)
         best = _best_per_memory(hits, None)
         allowed = visible(conn, [m for m, _ in best], filters, now)
         kept = [(m, s) for m, s in best if m in allowed]
         # Chunks of hidden (expired, deleted) memories can crowd the list: widen and try again.
-        if len(kept) >= limit or len(hits) < limit * 4 or candidates >= 100_000:
+        if len(kept) >= limit or len(hits) < limit * 2 or candidates >= 100_000:
             return kept[:limit]
         candidates *= 4
 
