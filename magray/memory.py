@@ -344,7 +344,9 @@ class Memory(LifecycleMixin):
             "metadata": records.check_metadata(item.get("metadata")),
             "created_at": created,
             "importance": 0.5 if importance is None else records.check_importance(importance),
-            "expires_at": records.expiry(layer, created, None if ttl is None else _number(ttl, "ttl")),
+            # A TTL counts from when magray stores the memory, also for one back-dated with created_at
+            # (an import of old notes must not expire on arrival).
+            "expires_at": records.expiry(layer, now, None if ttl is None else _number(ttl, "ttl")),
         }
         tags = item.get("tags") or ()
         if isinstance(tags, str):
