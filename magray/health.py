@@ -29,7 +29,7 @@ SAMPLE = 10
 # Memories re-embedded per write transaction during a repair.
 REEMBED_BATCH = 64
 
-_DIM = re.compile(r"\bembedding\s+float\[(\d+)\]", re.IGNORECASE)
+_DIM = re.compile(r"\bembedding_bits\s+bit\[(\d+)\]", re.IGNORECASE)  # see vectors.create
 
 
 @dataclass

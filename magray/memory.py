@@ -345,7 +345,9 @@ class Memory(LifecycleMixin):
             "metadata": records.check_metadata(item.get("metadata")),
             "created_at": created,
             "importance": 0.5 if importance is None else records.check_importance(importance),
-            "expires_at": records.expiry(layer, created, None if ttl is None else _number(ttl, "ttl")),
+            # A TTL counts from when magray stores the memory, also for one back-dated with created_at
+            # (an import of old notes must not expire on arrival).
+            "expires_at": records.expiry(layer, now, None if ttl is None else _number(ttl, "ttl")),
         }
         tags = item.get("tags") or ()
         if isinstance(tags, str):
@@ -536,7 +538,7 @@ class Memory(LifecycleMixin):
             if embedded is not None:
                 vector_hits = lifecycle.fold_aliases(self._conn, search_mod.vector_candidates(
                     self._conn, bound.generation, embedded.vectors[0], filters, now, pool))
-            parts = search_mod.fuse(text_hits, vector_hits, ranking)
+            parts = search_mod.score(self._conn, text_hits, vector_hits, filters, now, pool, ranking)
             found = records.get_many(self._conn, list(parts))
         hits = search_mod.rank(found, parts, now, k, ranking)
         with self._write():

@@ -1,8 +1,9 @@
-"""Hybrid search: BM25 over FTS5 and vector KNN, fused by weighted reciprocal rank, then ranked
-with recency and use."""
+"""Hybrid search: BM25 over FTS5 and vector KNN, fused by a convex combination of their normalised
+scores, lifted by the neighbouring turns of a conversation, then ranked with recency and use."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -10,9 +11,11 @@ from dataclasses import dataclass
 import apsw
 
 from . import records, vectors
+from .errors import InvalidInput
 from .types import Filters, MemoryRecord, SearchHit
 
 MODES = ("hybrid", "vector", "text")
+FUSIONS = ("convex", "rrf")
 
 # Words that carry no meaning of their own in a query. They are dropped from the query (never from
 # the index), so "what did I say about the cat" searches for "say" and "cat".
@@ -31,25 +34,49 @@ won't would wouldn't you you'd you'll you're you've your yours yourself yourselv
 _WORD = re.compile(r"\w+(?:'\w+)?", re.UNICODE)
 
 
+def query_words(text: str) -> list[str]:
+    """The words of a query that are searched for: lower case, stopwords dropped unless nothing
+    else is left, possessives reduced to their noun, each word once."""
+    words = [w.lower() for w in _WORD.findall(text.replace("\u2019", "'"))]
+    kept = [w for w in words if w not in STOPWORDS] or words
+    # "Melanie's" would be the phrase "melanie s" and miss every plain "Melanie".
+    kept = [w[:-2] if w.endswith("'s") else w for w in kept]
+    return list(dict.fromkeys(kept))
+
+
 def fts_query(text: str) -> str | None:
     """A safe FTS5 MATCH expression for what a user typed: each word becomes a quoted string
     (so quotes, *, -, NEAR, AND, parentheses are searched for, never interpreted), joined by OR
-    and ranked by BM25. Stopwords are dropped unless nothing else is left."""
-    words = [w.lower() for w in _WORD.findall(text)]
+    and ranked by BM25."""
+    words = query_words(text)
     if not words:
         return None
-    kept = [w for w in words if w not in STOPWORDS] or words
-    unique = list(dict.fromkeys(kept))
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in unique)
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
 @dataclass(frozen=True)
 class Ranking:
-    """How the two result lists are fused and how recency and use adjust the result."""
+    """How the two result lists are fused and how recency and use adjust the result.
 
+    The defaults were tuned on half of a conversational recall benchmark and checked on the other
+    half (bench/recall_quality.py, bench/RESULTS.md)."""
+
+    # "convex": text_weight * bm25 min-max normalised over the text candidates (best 1; see fuse)
+    # + vector_weight * cosine similarity. Scores keep how far ahead the best matches are, which
+    # ranks alone lose; cosine stays raw because it is already on a fixed scale, so a list of
+    # weak vector matches is not stretched to look as good as a strong one.
+    # "rrf": weighted reciprocal rank fusion, weight / (rrf_k + rank) from each list.
+    fusion: str = "convex"
+    text_weight: float = 0.5
+    vector_weight: float = 0.5
     rrf_k: float = 60.0
-    text_weight: float = 1.0
-    vector_weight: float = 1.0
+    # A memory of a conversation is often the answer to the one before it ("who was it?" "Matt"),
+    # which alone matches none of the query's words: each memory passes a share of its text score
+    # to the next memory of the same project and (non-empty) session, and a share back to the one
+    # before. Only the text score spreads: neighbouring turns share a topic, so their vectors are
+    # already close, and spreading cosine as well blurs the vector ranking (measured).
+    next_weight: float = 0.5
+    previous_weight: float = 0.3
     # Field weights for bm25(): content, title, tags.
     bm25_weights: tuple[float, float, float] = (1.0, 2.0, 2.0)
     recency_weight: float = 0.1
@@ -82,14 +109,15 @@ def vector_candidates(conn: apsw.Connection, generation: int, query_vec, filters
         ids = filtered_ids(conn, filters, now)
         hits = vectors.exact(conn, generation, query_vec, ids, limit * 4)
         return _best_per_memory(hits, limit)
-    candidates = 400
+    candidates = vectors.CANDIDATES
     while True:
-        hits = vectors.knn(conn, generation, query_vec, limit * 4, filters, candidates=candidates)
+        # Twice the memories asked for, in chunks: a long memory may fill several places.
+        hits = vectors.knn(conn, generation, query_vec, limit * 2, filters, candidates=candidates)
         best = _best_per_memory(hits, None)
         allowed = visible(conn, [m for m, _ in best], filters, now)
         kept = [(m, s) for m, s in best if m in allowed]
         # Chunks of hidden (expired, deleted) memories can crowd the list: widen and try again.
-        if len(kept) >= limit or len(hits) < limit * 4 or candidates >= 100_000:
+        if len(kept) >= limit or len(hits) < limit * 2 or candidates >= 100_000:
             return kept[:limit]
         candidates *= 4
 
@@ -109,28 +137,80 @@ def filtered_ids(conn: apsw.Connection, filters: Filters, now: float) -> list[in
 
 
 def visible(conn: apsw.Connection, ids: list[int], filters: Filters, now: float) -> set[int]:
-    import json
-
     sql = ("SELECT m.id FROM memories AS m WHERE m.id IN (SELECT value FROM json_each(:ids)) AND "
            + records.query("filter"))
     return {r[0] for r in conn.execute(sql, records.filter_params(filters, now) | {"ids": json.dumps(ids)})}
 
 
-def fuse(text: list[tuple[int, float]], vector: list[tuple[int, float]],
-         ranking: Ranking = DEFAULT_RANKING) -> dict[int, dict[str, float | int | None]]:
-    """Weighted reciprocal rank fusion: each list adds weight / (rrf_k + rank)."""
-    parts: dict[int, dict[str, float | int | None]] = {}
-    for rank, (memory_id, bm25) in enumerate(text, start=1):
-        p = parts.setdefault(memory_id, {"text_rank": None, "bm25": None, "vector_rank": None,
-                                         "similarity": None, "fused": 0.0})
-        p["text_rank"], p["bm25"] = rank, round(bm25, 6)
-        p["fused"] += ranking.text_weight / (ranking.rrf_k + rank)
-    for rank, (memory_id, sim) in enumerate(vector, start=1):
-        p = parts.setdefault(memory_id, {"text_rank": None, "bm25": None, "vector_rank": None,
-                                         "similarity": None, "fused": 0.0})
-        p["vector_rank"], p["similarity"] = rank, round(sim, 6)
-        p["fused"] += ranking.vector_weight / (ranking.rrf_k + rank)
+def _part(parts: dict[int, dict], memory_id: int) -> dict:
+    return parts.setdefault(memory_id, {"text_rank": None, "bm25": None, "text_score": None,
+                                        "vector_rank": None, "similarity": None, "context": None,
+                                        "fused": 0.0})
+
+
+def score(conn: apsw.Connection, text: list[tuple[int, float]], vector: list[tuple[int, float]],
+          filters: Filters, now: float, pool: int,
+          ranking: Ranking = DEFAULT_RANKING) -> dict[int, dict[str, float | int | None]]:
+    """The relevance of each candidate (and of the neighbours they lift), from the candidate
+    lists of at most `pool` memories each."""
+    parts = fuse(text, vector, ranking, text_complete=len(text) < pool)
+    spread(conn, parts, filters, now, ranking)
     return parts
+
+
+def fuse(text: list[tuple[int, float]], vector: list[tuple[int, float]],
+         ranking: Ranking = DEFAULT_RANKING, *,
+         text_complete: bool = False) -> dict[int, dict[str, float | int | None]]:
+    """One relevance score per memory from the text and vector lists (see Ranking.fusion).
+    `text_complete`: the text list holds every memory that matches any word (it was not cut at
+    the pool size), so the memories left out score 0 and bm25 is scaled from 0, not from the
+    weakest match listed."""
+    if ranking.fusion not in FUSIONS:
+        raise InvalidInput(f"unknown fusion {ranking.fusion!r}: use {' or '.join(FUSIONS)}")
+    parts: dict[int, dict[str, float | int | None]] = {}
+    # bm25() is lower for better matches.
+    text_scores = _min_max([-bm25 for _, bm25 in text], floor=0.0 if text_complete else None)
+    for rank, ((memory_id, bm25), norm) in enumerate(zip(text, text_scores), start=1):
+        p = _part(parts, memory_id)
+        p["text_rank"], p["bm25"] = rank, round(bm25, 6)
+        p["text_score"] = ranking.text_weight * (norm if ranking.fusion == "convex"
+                                                 else 1 / (ranking.rrf_k + rank))
+        p["fused"] += p["text_score"]
+    for rank, (memory_id, sim) in enumerate(vector, start=1):
+        p = _part(parts, memory_id)
+        p["vector_rank"], p["similarity"] = rank, round(sim, 6)
+        p["fused"] += ranking.vector_weight * (max(sim, 0.0) if ranking.fusion == "convex"
+                                               else 1 / (ranking.rrf_k + rank))
+    return parts
+
+
+def _min_max(values: list[float], floor: float | None = None) -> list[float]:
+    """Scaled to [0, 1] from `floor` (default: the lowest value) to the highest; all 1 when they
+    are equal (one hit is a full match)."""
+    if not values:
+        return []
+    low, high = min(values) if floor is None else floor, max(values)
+    return [(v - low) / (high - low) if high > low else 1.0 for v in values]
+
+
+def spread(conn: apsw.Connection, parts: dict[int, dict], filters: Filters, now: float,
+           ranking: Ranking = DEFAULT_RANKING) -> None:
+    """Lift each memory by a share of the text score of its neighbours in its conversation (the
+    memory stored just before and just after it in the same project and session, among those the
+    filter admits); a neighbour that was no candidate joins the results this way."""
+    own = {memory_id: p["text_score"] for memory_id, p in parts.items() if p.get("text_score")}
+    if not own or not (ranking.next_weight or ranking.previous_weight):
+        return
+    params = records.filter_params(filters, now) | {"ids": json.dumps(list(own))}
+    gains: dict[int, float] = {}
+    for memory_id, previous, following in conn.execute(records.with_filter("neighbours"), params):
+        for neighbour, share in ((following, ranking.next_weight), (previous, ranking.previous_weight)):
+            if neighbour is not None and share:
+                gains[neighbour] = gains.get(neighbour, 0.0) + share * own[memory_id]
+    for memory_id, gain in gains.items():
+        p = _part(parts, memory_id)
+        p["context"] = gain
+        p["fused"] += gain
 
 
 def rank(records_by_id: dict[int, MemoryRecord], parts: dict[int, dict], now: float, k: int,
@@ -146,7 +226,9 @@ def rank(records_by_id: dict[int, MemoryRecord], parts: dict[int, dict], now: fl
         recency = 0.5 ** (age_days / half_lives.get(record.layer, 30.0))
         use = math.log1p(record.access_count) / math.log1p(100)
         score = p["fused"] * (1 + ranking.recency_weight * recency + ranking.use_weight * min(use, 1.0))
-        p = dict(p, fused=round(p["fused"], 6), recency=round(recency, 6), use=round(use, 6))
+        p = dict(p, recency=round(recency, 6), use=round(use, 6),
+                 **{name: round(p[name], 6) for name in ("fused", "text_score", "context")
+                    if p.get(name) is not None})
         hits.append(SearchHit(memory=record, score=score, parts=p))
     hits.sort(key=lambda h: (-h.score, -h.memory.created_at, -h.memory.id))
     return hits[:k]

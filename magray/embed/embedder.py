@@ -19,10 +19,17 @@ _POOLING = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 
 
 def default_threads() -> int:
+    """$MAGRAY_THREADS, else half the cores (at most 8). llama.cpp's threads spin while they wait:
+    with every core busy, one other busy process makes a short embedding 5-20x slower (measured
+    here: 2.2 ms with 1 thread, 12-50 ms with 2 on 2 loaded cores), and a memory store shares the
+    machine with the agent it serves."""
     env = os.environ.get("MAGRAY_THREADS")
     if env:
-        return max(1, int(env))
-    return max(1, min(os.cpu_count() or 1, 8))
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise InvalidInput(f"MAGRAY_THREADS must be a whole number, got {env!r}") from None
+    return max(1, min((os.cpu_count() or 2) // 2, 8))
 
 
 class Embedder:
@@ -31,9 +38,11 @@ class Embedder:
     # Sentence-transformer models are trained on short passages; longer inputs are split into
     # chunks of this many tokens that overlap by a fifth, so that no text is silently truncated.
     chunk_tokens = 256
-    # Texts are packed into one llama.cpp batch up to this many tokens: attention over a batch
-    # grows with the square of its size, so small packs beat one big batch (see bench/RESULTS.md).
-    pack_tokens = 128
+    # Texts are packed into one llama.cpp batch up to this many tokens. Attention over a batch grows
+    # with the square of its size, and one call per text measured fastest with 1 and 2 threads
+    # (bench/RESULTS.md: ~16-token texts, pack 1 / 32 / 128 / 512 = 76 / 65 / 53 / 35 texts/s), so
+    # by default each text goes alone; raise it only for a model or device where batching pays.
+    pack_tokens = 1
 
     def __init__(self, path: Path, *, device: str = "auto", n_ctx: int = 512,
                  n_threads: int | None = None) -> None:
@@ -42,6 +51,11 @@ class Embedder:
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"model file {path} is missing")
+        # llama.cpp's OpenMP threads spin while they wait by default. When other processes want
+        # the same cores (an agent, an IDE, CI), a spinning thread that lost its core stalls every
+        # step: on 2 busy cores, 2 threads embedded 5 texts/s spinning and 66-81 sleeping (see
+        # bench/RESULTS.md). Read once, when llama.cpp is first loaded; a value set by the user wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import llama_cpp
 
         gpu_ok = bool(llama_cpp.llama_supports_gpu_offload())

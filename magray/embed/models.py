@@ -50,12 +50,54 @@ def check_gguf(path: Path) -> None:
         raise ModelError(f"{path} is not a GGUF model file")
 
 
+def _verified_cache() -> Path:
+    return model_cache_dir().parent / "verified.json"
+
+
+def _known_sha256(path: Path) -> str | None:
+    """The sha256 computed earlier for this exact file (same path, size and modification time)."""
+    import json
+
+    try:
+        entry = json.loads(_verified_cache().read_text()).get(str(path.resolve()))
+        stat = path.stat()
+    except (OSError, ValueError, AttributeError):
+        return None
+    if entry and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
+        return entry[2]
+    return None
+
+
+def _remember_sha256(path: Path, sha: str) -> None:
+    import json
+    import tempfile
+
+    cache = _verified_cache()
+    try:
+        cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            data = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            data = {}
+        stat = path.stat()
+        data[str(path.resolve())] = [stat.st_size, stat.st_mtime_ns, sha]
+        with tempfile.NamedTemporaryFile("w", dir=cache.parent, delete=False) as tmp:
+            json.dump(data, tmp)
+        os.replace(tmp.name, cache)
+    except OSError:
+        pass  # only a speed-up: the next load hashes the file again
+
+
 def verify(path: Path, expected_sha256: str | None) -> str:
-    """Check the file is a GGUF whose sha256 is the expected one; returns the sha256."""
+    """Check the file is a GGUF whose sha256 is the expected one; returns the sha256. Hashing 25 MB
+    costs ~25 ms, so the result is remembered for the file's exact size and modification time."""
     if not path.is_file():
         raise ModelError(f"model file {path} is missing")
     check_gguf(path)
-    actual = sha256_file(path)
+    actual = _known_sha256(path)
+    if actual is None:
+        actual = sha256_file(path)
+        _remember_sha256(path, actual)
     if expected_sha256 and actual != expected_sha256.lower():
         raise ModelError(f"model file {path} has sha256 {actual[:16]}..., expected "
                          f"{expected_sha256.lower()[:16]}... (corrupt or a different file)")

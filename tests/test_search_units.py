@@ -1,0 +1,110 @@
+"""Unit tests of the pure parts of search: query building and score fusion."""
+
+from __future__ import annotations
+
+import apsw
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from magray import search
+from magray.errors import InvalidInput
+
+HOSTILE = [
+    'say "hello', '"', '""', "*", "pre*", "-cat", "- -", "NEAR(a b)", "a AND b", "a OR", "NOT x",
+    "(", ")", "((a)", "a:b", "content:cat", "^start", "{content title}: x", "'", "it's", "’s",
+    "a + b", "\\", ";", "NEAR", "AND", "OR NOT AND", "col : *", "\x00", "日本語のテキスト", "🙂 emoji",
+]
+
+
+@pytest.fixture(scope="module")
+def fts() -> apsw.Connection:
+    """An FTS5 table built like the real one (same tokenizer, same columns)."""
+    conn = apsw.Connection(":memory:")
+    conn.execute("CREATE VIRTUAL TABLE t USING fts5(content, title, tags_text, "
+                 "tokenize = 'porter unicode61 remove_diacritics 2')")
+    conn.execute("INSERT INTO t (content, title, tags_text) VALUES "
+                 "('Melanie: I play the clarinet', '', ''), ('say hello NEAR the cat', '', '')")
+    return conn
+
+
+def run(conn: apsw.Connection, text: str) -> list[int]:
+    match = search.fts_query(text)
+    if match is None:
+        return []
+    return [r[0] for r in conn.execute(
+        "SELECT rowid FROM t WHERE t MATCH ? ORDER BY bm25(t, 1.0, 2.0, 2.0)", (match,))]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_query_text_never_raises(fts, text):
+    run(fts, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_any_query_text_is_a_valid_match_expression(fts, text):
+    run(fts, text)
+
+
+def test_operators_are_searched_for_as_words(fts):
+    assert run(fts, "NEAR") == [2]
+    assert run(fts, "cat AND dog") == [2]  # OR of the words: "and" is a stopword, "cat" matches
+
+
+def test_possessive_finds_the_plain_word(fts):
+    assert search.query_words("What does Melanie's band play?") == ["melanie", "band", "play"]
+    assert run(fts, "Melanie’s") == [1]
+
+
+def test_only_stopwords_are_kept_when_nothing_else_is_left():
+    assert search.query_words("what is it") == ["what", "is", "it"]
+    assert search.fts_query("!!! ...") is None
+
+
+def test_convex_fusion_scores():
+    text = [(1, -9.0), (2, -5.0), (3, -1.0)]  # bm25: lower is better
+    vector = [(2, 0.8), (4, 0.4)]
+    ranking = search.Ranking(fusion="convex", text_weight=0.5, vector_weight=0.5)
+    parts = search.fuse(text, vector, ranking)
+    assert parts[1]["fused"] == pytest.approx(0.5)
+    assert parts[2]["fused"] == pytest.approx(0.5 * 0.5 + 0.5 * 0.8)
+    assert parts[3]["fused"] == pytest.approx(0.0)
+    assert parts[4]["fused"] == pytest.approx(0.5 * 0.4)
+    # One text hit is a full match, not a division by zero.
+    assert search.fuse([(7, -3.0)], [], ranking)[7]["fused"] == pytest.approx(0.5)
+
+
+def test_rrf_fusion_is_still_available():
+    ranking = search.Ranking(fusion="rrf", rrf_k=60.0, text_weight=1.0, vector_weight=1.0)
+    parts = search.fuse([(1, -2.0)], [(1, 0.5)], ranking)
+    assert parts[1]["fused"] == pytest.approx(2 / 61)
+    with pytest.raises(InvalidInput):
+        search.fuse([], [], search.Ranking(fusion="mean"))
+
+
+def test_the_reply_to_a_matching_turn_is_found_through_its_context(tmp_path):
+    import os
+    from pathlib import Path
+
+    from magray import Memory
+    from magray.types import Filters
+
+    root = Path(__file__).resolve().parent.parent
+    model = os.environ.get("MAGRAY_TEST_MODEL") or str(root.parent / "shared" / "models"
+                                                        / "all-MiniLM-L6-v2-q8_0.gguf")
+    turns = ["Caroline: who sang at the concert last night?", "Melanie: Matt Patterson, so talented!",
+             "Caroline: I adopted a puppy."]
+    with Memory.open(tmp_path / "m.db", model=model) as memory:
+        ids = [r.id for r in memory.add_many(
+            [{"content": t, "project": "p", "session": "s1", "layer": "assets"} for t in turns])]
+        other = memory.add("Melanie: a concert ticket", project="p", session="s2", layer="assets").id
+        hits = memory.search("concert", mode="text", filters=Filters(project="p"), touch=False)
+        by_id = {h.memory.id: h for h in hits}
+        assert ids[1] in by_id and by_id[ids[1]].parts["context"] > 0
+        assert ids[2] not in by_id  # two turns away: no lift
+        assert by_id[other].parts["context"] is None  # no neighbour in its session
+        plain = search.Ranking(next_weight=0.0, previous_weight=0.0)
+        hits = memory.search("concert", mode="text", filters=Filters(project="p"), touch=False,
+                             ranking=plain)
+        assert ids[1] not in {h.memory.id for h in hits}
