@@ -103,3 +103,14 @@ def test_bad_sources(mem, tmp_path):
     with pytest.raises(InvalidInput, match="unknown source"):
         mem.import_from("evernote", str(junk))
     assert mem.list() == []
+
+
+def test_cli_import_from_with_dry_run(cli, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("# Plants\nWater the ficus weekly.\n")
+    preview = cli.json("import", "--from", "markdown", str(notes), "--dry-run")["data"]
+    assert preview["would_add"] == 1 and preview["preview"] == ["a"]
+    assert cli.json("import", "--from", "markdown", str(notes), "--project", "home")["data"]["added"] == 1
+    assert cli.json("import", "--from", "markdown", str(notes), "--project", "home")["data"]["added"] == 0
+    assert cli.json("list", "--project", "home")["data"][0]["content"] == "# Plants\nWater the ficus weekly."

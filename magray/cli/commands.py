@@ -278,6 +278,10 @@ def cmd_export(mem: Memory, args: argparse.Namespace) -> Any:
 
 
 def cmd_import(mem: Memory, args: argparse.Namespace) -> Any:
+    if args.source:
+        return mem.import_from(args.source, args.file, layer=args.layer, project=args.project,
+                               collection=args.collection, split=args.split, dry_run=args.dry_run,
+                               progress=progress_bar("importing", None))
     stream = sys.stdin if args.file == "-" else _open_text(args.file)
     with stream:
         return mem.import_jsonl(stream, name=args.file, progress=progress_bar("importing", None))

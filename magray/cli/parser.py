@@ -265,7 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per", choices=("memory", "layer"), default="memory",
                    help="markdown: one file per memory (default) or per layer")
 
-    p = _sub(subs, "import", "add the memories of a `magray export` JSONL file, with their original fields",
-             "  magray import memories.jsonl\n  magray export | magray --db other.db import -\n", common)
-    p.add_argument("file", metavar="FILE", help="a JSONL export ('-' for stdin); importing twice adds nothing")
+    p = _sub(subs, "import", "add memories from a `magray export` JSONL file, or from another tool (--from)",
+             "  magray import memories.jsonl\n  magray export | magray --db other.db import -\n"
+             "  magray import --from mem0 mem0-export.json --dry-run\n"
+             "  magray import --from basic-memory ~/basic-memory --layer assets\n"
+             "  magray import --from markdown ~/notes --split heading --project notes\n"
+             "  magray import --from llm ~/.config/io.datasette.llm/embeddings.db --collection recipes\n", common)
+    p.add_argument("file", metavar="PATH", help="a JSONL export ('-' for stdin), or the other tool's file or "
+                   "folder; importing twice adds nothing")
+    p.add_argument("--from", dest="source", choices=("mem0", "basic-memory", "markdown", "llm"),
+                   help="read another tool's export or files as they are on disk")
+    p.add_argument("--layer", choices=LAYERS, default="insights", help="with --from: the layer (default: insights)")
+    p.add_argument("--project", help="with --from: the project (default: mem0's user, llm's collection, none)")
+    p.add_argument("--collection", help="with --from llm: only this collection")
+    p.add_argument("--split", choices=("file", "heading"), default="file",
+                   help="with --from markdown: one memory per file (default) or per heading")
+    p.add_argument("--dry-run", action="store_true", help="with --from: say what would come in, add nothing")
     return parser
