@@ -22,6 +22,9 @@ DEFAULT_TTL: dict[str, float | None] = {
 RENEWED_BY_USE: frozenset[str] = frozenset({"insights"})
 
 PROFILES: tuple[str, ...] = ("safe", "balanced", "fast")
+# Items embedded and written per transaction in bulk adds: big enough to batch the model, small
+# enough that another process never waits long for the write lock. `fast` commits in bigger batches.
+WRITE_BATCH: dict[str, int] = {"safe": 64, "balanced": 64, "fast": 512}
 DEFAULT_PROFILE = "safe"
 
 

@@ -90,27 +90,6 @@ class LifecycleMixin:
                                 for d, name, v in lifecycle.activity_by_day(self._conn, days)],
         }
 
-    def import_from(self: Memory, source: str, path: str, *, layer: str = "insights",
-                    project: str | None = None, collection: str | None = None, split: str = "file",
-                    dry_run: bool = False, progress=None) -> dict[str, Any]:
-        """Bring in memories kept by another tool (see importers.py). Idempotent: content already
-        stored in the same layer and project is not added again. `dry_run` says what would come in."""
-        from . import importers
-        from pathlib import Path
-
-        records.check_layer(layer)
-        plan = importers.read(source, Path(path), layer=layer, project=project, collection=collection, split=split)
-        report: dict[str, Any] = {"source": source, "found": len(plan.items) + len(plan.skipped),
-                                  "skipped": plan.skipped}
-        if dry_run:
-            new = [i for i in plan.items if records.find_duplicate(
-                self._conn, i["layer"], i.get("project") or "", records.content_hash(i["content"])) is None]
-            return report | {"would_add": len(new), "already_stored": len(plan.items) - len(new),
-                             "preview": [(i.get("title") or i["content"])[:80] for i in new[:20]]}
-        results = self.add_many(plan.items, progress=progress)
-        return report | {"added": sum(r.created for r in results),
-                         "already_stored": sum(not r.created for r in results)}
-
     def metrics(self: Memory) -> str:
         """Counters and gauges in the Prometheus text exposition format."""
         from .metrics import exposition

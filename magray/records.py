@@ -89,6 +89,26 @@ def check_importance(importance: float) -> float:
     return value
 
 
+def optional_text(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be text")
+    return value
+
+
+def check_number(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise InvalidInput(f"{name} must be a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be a number, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise InvalidInput(f"{name} must be a finite number")
+    return number
+
+
 def expiry(layer: str, now: float, ttl: float | None) -> float | None:
     """When a memory of `layer` added at `now` expires; an explicit ttl (seconds) wins, 0 = never."""
     if ttl is not None:
@@ -152,6 +172,17 @@ def insert(conn: apsw.Connection, fields: dict[str, Any], tags: list[str]) -> in
     conn.executemany("INSERT INTO memory_tags (memory_id, tag) VALUES (?, ?)",
                      [(memory_id, t) for t in tags])
     return memory_id
+
+
+def restore_kept(conn: apsw.Connection, memory_id: int, kept: Mapping[str, Any]) -> None:
+    """Give an imported memory back the stored times, counts and per-session uses it had."""
+    conn.execute(
+        "UPDATE memories SET updated_at = :updated_at, accessed_at = :accessed_at, "
+        "access_count = :access_count, expires_at = :expires_at WHERE id = :id",
+        {k: kept[k] for k in ("updated_at", "accessed_at", "access_count", "expires_at")} | {"id": memory_id})
+    conn.executemany(
+        "INSERT INTO memory_uses (memory_id, session, uses, last_at) VALUES (?, ?, ?, ?)",
+        [(memory_id, u["session"], u["uses"], u["last_at"]) for u in kept["uses"]])
 
 
 def get_many(conn: apsw.Connection, ids: list[int]) -> dict[int, MemoryRecord]:

@@ -102,9 +102,9 @@ def _progress_reader(fd: int):
 
 
 def test_interrupted_bulk_import_resumes_without_duplicates(tmp_path):
-    """`magray add --jsonl` in the fast profile commits a batch at a time (memory.WRITE_BATCH): killed
+    """`magray add --jsonl` in the fast profile commits a batch at a time (config.WRITE_BATCH): killed
     after a batch, the file holds whole batches only, and running it again adds just the rest."""
-    from magray.memory import WRITE_BATCH
+    from magray.config import WRITE_BATCH
 
     db = tmp_path / "bulk.db"
     env = subprocess_env(tmp_path)
@@ -160,7 +160,7 @@ def test_durability_profiles_set_synchronous_and_batching(tmp_path, monkeypatch,
     """safe = FULL (2), balanced = NORMAL (1), fast = NORMAL and bulk adds committed in big batches
     (counted with SQLite's commit hook)."""
     from magray import Memory
-    from magray.memory import WRITE_BATCH
+    from magray.config import WRITE_BATCH
 
     monkeypatch.setenv("MAGRAY_THREADS", "1")
     with Memory.open(tmp_path / "p.db", profile=profile, model=str(model_path())) as mem:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from magray import Filters, InvalidInput, Memory
+from magray import Filters, InvalidInput
 
 
 def test_mem0_export_round_trip(mem, tmp_path):

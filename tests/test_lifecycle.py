@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from magray import Filters, InvalidInput, Memory, NotFound
+from magray import Filters, InvalidInput, Memory
 from magray.config import DAY, HOUR
 
 

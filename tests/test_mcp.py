@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-import time
+
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from magray import Memory, ModelError, ModelMismatch
-from magray.embed import models
+
 
 
 class _ModelServer(http.server.ThreadingHTTPServer):

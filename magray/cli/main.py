@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             elif args.json and not isinstance(result, commands.RawText):
                 render.emit(render.envelope_ok(command, result))
             else:
-                render.emit(render.text(command, result, args))
+                output = render.text(command, result, args)
+                if output:  # e.g. `export` to stdout already wrote its data
+                    render.emit(output)
         return EXIT_UNHEALTHY if getattr(result, "healthy", True) is False else EXIT_OK
     except errors.MagrayError as exc:
         return _fail(command, type(exc).__name__, str(exc), exit_code_for(exc), args.json)

@@ -1,0 +1,201 @@
+"""The model part of the Memory facade: loading the embedder, the binding, registering models
+and re-indexing (kept apart from memory.py, which owns reading and writing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import binding as binding_mod
+from . import records, vectors
+from .embed import cache
+from .errors import Busy, ModelError, ModelMismatch
+
+if TYPE_CHECKING:
+    from .memory import Memory, Progress
+
+
+class ModelsMixin:
+    """Methods of `Memory` about its embedding model."""
+
+    def _load_embedder(self: Memory):
+        """The loaded embedder and the binding it matches, binding the file on first use."""
+        if self._embedder is not None:
+            return self._embedder, self._binding
+        from .embed import models
+        from .embed.embedder import Embedder
+
+        bound = binding_mod.current(self._conn)
+        entry = None
+        if self._model_request:
+            entry = self._resolve_request(self._model_request)
+            if bound and entry.sha256 != bound.sha256:
+                raise ModelMismatch(
+                    f"this file's vectors were made by {bound.model_name} ({bound.sha256[:12]}), not "
+                    f"{entry.name} ({entry.sha256[:12]}); run `magray reindex --model {entry.name}` to switch")
+        elif bound:
+            entry = binding_mod.model_by_sha(self._conn, bound.sha256)
+            if entry is None:
+                raise ModelError(f"the model {bound.model_name} that made this file's vectors is not "
+                                 "registered here (run `magray model add PATH` with that model file)")
+        else:
+            raise ModelError("no embedding model: set MAGRAY_MODEL to a GGUF file, or run "
+                             "`magray model add PATH_OR_URL` then `magray model use NAME`")
+        models.verify(Path(entry.path), entry.sha256)
+        embedder = Embedder(Path(entry.path), device=self._device)
+        if bound is None:
+            with self._write():
+                bound = binding_mod.current(self._conn) or binding_mod.bind(
+                    self._conn, entry.name, entry.sha256, embedder.dim, embedder.pooling, 1, self.now())
+            if bound.sha256 != entry.sha256:
+                embedder.close()
+                raise ModelMismatch(f"another process bound this file to {bound.model_name} meanwhile")
+        elif bound.dim != embedder.dim:
+            embedder.close()
+            raise ModelMismatch(f"model {entry.name} makes {embedder.dim}-dim vectors, the file holds {bound.dim}")
+        self._embedder, self._binding = embedder, bound
+        return embedder, bound
+
+    @property
+    def model_requested(self: Memory) -> str | None:
+        """The model asked for by the caller or $MAGRAY_MODEL, if any."""
+        return self._model_request
+
+    def load_model(self: Memory) -> binding_mod.Binding:
+        """Load the embedding model now (binding a new file to it) rather than on first use."""
+        return self._load_embedder()[1]
+
+    def _resolve_request(self: Memory, request: str) -> binding_mod.ModelEntry:
+        """A registered model name, or a GGUF path (registered on the fly under its file name)."""
+        entry = binding_mod.find_model(self._conn, request)
+        if entry is not None:
+            return entry
+        if request.endswith(".gguf") or Path(request).exists():
+            return self.add_model(request)
+        raise ModelError(f"no model named {request!r} and no such GGUF file")
+
+    def add_model(self: Memory, source: str, *, name: str | None = None, sha256: str | None = None,
+                  progress: Callable[[int, int | None], None] | None = None) -> binding_mod.ModelEntry:
+        """Register a model from a local GGUF path, a URL (downloaded into the cache dir) or a
+        known name like `all-minilm-l6-v2`. The file's sha256 is checked and recorded."""
+        from .embed import models
+
+        if source in models.KNOWN_MODELS and not Path(source).exists():
+            known = models.KNOWN_MODELS[source]
+            name, sha256, source = name or source, sha256 or known["sha256"], known["url"]
+        if models.is_url(source):
+            path = models.download(source, sha256, progress=progress)
+            url: str | None = source
+        else:
+            path, url = Path(source).expanduser().resolve(), None
+        actual = models.verify(path, sha256)
+        entry = binding_mod.ModelEntry(name or models.name_from_source(source), str(path), actual, url,
+                                       self.now())
+        with self._write():
+            binding_mod.register(self._conn, entry)
+        return entry
+
+    def models(self: Memory) -> list[dict[str, Any]]:
+        bound = binding_mod.current(self._conn)
+        return [dict(vars(m), bound=bool(bound and bound.sha256 == m.sha256))
+                for m in binding_mod.models(self._conn)]
+
+    def use_model(self: Memory, name: str) -> binding_mod.Binding:
+        """Bind the file to a registered model. Refused while vectors of another model exist."""
+        from .embed import models
+        from .embed.embedder import Embedder
+
+        entry = binding_mod.require_model(self._conn, name)
+        bound = binding_mod.current(self._conn)
+        if bound and bound.sha256 == entry.sha256:
+            return bound
+        if bound and self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0]:
+            raise ModelMismatch(f"this file's vectors were made by {bound.model_name}; "
+                                f"run `magray reindex --model {name}` to re-embed them with {name}")
+        models.verify(Path(entry.path), entry.sha256)
+        probe = Embedder(Path(entry.path), device="cpu")
+        dim, pooling = probe.dim, probe.pooling
+        probe.close()
+        with self._write():
+            generation = (bound.generation + 1) if bound else 1
+            if bound:
+                vectors.drop(self._conn, bound.generation)
+            new = binding_mod.bind(self._conn, entry.name, entry.sha256, dim, pooling, generation, self.now())
+        self._embedder, self._binding = None, None
+        return new
+
+    def reindex(self: Memory, model: str, *, progress: Progress | None = None) -> dict[str, Any]:
+        """Re-embed every memory with `model` into a new vector table, then switch the binding to it
+        in one transaction. Until the switch the old vectors stay in use; an interrupted reindex
+        is resumed by running it again (memories already re-embedded are skipped)."""
+        from .embed import models
+        from .embed.embedder import Embedder
+
+        entry = self._resolve_request(model)
+        models.verify(Path(entry.path), entry.sha256)
+        embedder = Embedder(Path(entry.path), device=self._device)
+        try:
+            bound = binding_mod.current(self._conn)
+            pending = binding_mod.get_setting(self._conn, "reindex")
+            if pending and pending["sha256"] != entry.sha256:
+                with self._write():
+                    vectors.drop(self._conn, pending["generation"])
+                    self._conn.execute("DELETE FROM chunks WHERE generation = ?", (pending["generation"],))
+                pending = None
+            if pending is None:
+                generation = (bound.generation if bound else 0) + 1
+                pending = {"sha256": entry.sha256, "generation": generation}
+                with self._write():
+                    vectors.create(self._conn, generation, embedder.dim)
+                    binding_mod.set_setting(self._conn, "reindex", pending)
+            generation = pending["generation"]
+            done = 0
+            while True:
+                todo = [r[0] for r in self._conn.execute(
+                    "SELECT id FROM memories WHERE deleted_at IS NULL AND id NOT IN "
+                    "(SELECT memory_id FROM chunks WHERE generation = ?) ORDER BY id LIMIT 256",
+                    (generation,))]
+                if not todo:
+                    break
+                found = records.get_many(self._conn, todo)
+                texts, spans = [], []
+                for memory_id in todo:
+                    pieces = embedder.chunks(found[memory_id].content)
+                    spans.append((memory_id, len(texts), len(pieces)))
+                    texts.extend(pieces)
+                embedded = cache.embed_cached(self._conn, embedder, entry.sha256, texts)
+                with self._write():
+                    for memory_id, start, n in spans:
+                        m = found[memory_id]
+                        vectors.insert_chunks(self._conn, generation, memory_id, m.layer, m.project,
+                                              m.session, m.created_at, embedded.hashes[start:start + n],
+                                              embedded.vectors[start:start + n])
+                    self._cache_store(entry.sha256, embedded, self.now())
+                    records.bump_counters(self._conn, {"embeddings_computed": len(embedded.new_entries)}, self.now())
+                done += len(todo)
+                if progress:
+                    progress(done, done + self._conn.execute(
+                        "SELECT count(*) FROM memories WHERE deleted_at IS NULL AND id NOT IN "
+                        "(SELECT memory_id FROM chunks WHERE generation = ?)", (generation,)).fetchone()[0])
+            with self._write():
+                missing = self._conn.execute(
+                    "SELECT count(*) FROM memories WHERE deleted_at IS NULL AND id NOT IN "
+                    "(SELECT memory_id FROM chunks WHERE generation = ?)", (generation,)).fetchone()[0]
+                if missing:  # written by another process during the last batch: run again
+                    raise Busy("memories were added during the reindex; run it again to finish")
+                if bound:
+                    vectors.drop(self._conn, bound.generation)
+                    self._conn.execute("DELETE FROM chunks WHERE generation = ?", (bound.generation,))
+                new = binding_mod.bind(self._conn, entry.name, entry.sha256, embedder.dim,
+                                       embedder.pooling, generation, self.now())
+                binding_mod.set_setting(self._conn, "reindex", None)
+        except BaseException:
+            embedder.close()
+            raise
+        if self._embedder is not None:
+            self._embedder.close()
+        self._embedder, self._binding = embedder, new
+        return {"model": new.to_dict(), "memories": done}
+
+    def device(self: Memory) -> str | None:
+        return self._embedder.device if self._embedder is not None else None
