@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import apsw
-import sqlite_vec
 
 from . import binding as binding_mod, schema, vectors
-from .db import BUSY_TIMEOUT_MS, WRITE_RETRIES, open_connection, read_snapshot, translate_errors
+from .db import BUSY_TIMEOUT_MS, WRITE_RETRIES, load_sqlite_vec, open_connection, read_snapshot, translate_errors
 from .errors import Busy, InvalidInput, NotFound, StoreError
 from .timeutil import iso
 
@@ -306,9 +305,7 @@ def _open_readonly(path: Path) -> apsw.Connection:
     with translate_errors(path):
         conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
         conn.setbusytimeout(BUSY_TIMEOUT_MS)
-        conn.enable_load_extension(True)
-        conn.load_extension(sqlite_vec.loadable_path())
-        conn.enable_load_extension(False)
+        load_sqlite_vec(conn)
     return conn
 
 

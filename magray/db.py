@@ -36,9 +36,7 @@ def open_connection(path: Path, *, profile: str = "safe", create: bool = True,
     with translate_errors(path):
         conn = apsw.Connection(str(path), flags=flags)
         conn.setbusytimeout(BUSY_TIMEOUT_MS)
-        conn.enable_load_extension(True)
-        conn.load_extension(_sqlite_vec_path())
-        conn.enable_load_extension(False)
+        load_sqlite_vec(conn)
         # Fails here, with a clear error, if the file is not a SQLite database.
         conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
         try:
@@ -61,6 +59,12 @@ def _sqlite_vec_path() -> str:
     if spec is None or not spec.submodule_search_locations:
         raise StoreError("the sqlite-vec package is not installed")
     return os.path.join(list(spec.submodule_search_locations)[0], "vec0")
+
+
+def load_sqlite_vec(conn: apsw.Connection) -> None:
+    conn.enable_load_extension(True)
+    conn.load_extension(_sqlite_vec_path())
+    conn.enable_load_extension(False)
 
 
 def _create_private_file(path: Path) -> None:

@@ -349,8 +349,12 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         embedded = None
         bound = binding_mod.current(self._conn)
         if mode in ("vector", "hybrid") and (bound is not None or mode == "vector"):
-            embedder, bound = self._load_embedder()
-            embedded = cache.embed_cached(self._conn, embedder, bound.sha256, [query])
+            if bound is not None and self._embedder is None:
+                self._resolve_model()  # refuses another model before anything is read
+                embedded = cache.cached(self._conn, bound.sha256, query, bound.dim)
+            if embedded is None:
+                embedder, bound = self._load_embedder()
+                embedded = cache.embed_cached(self._conn, embedder, bound.sha256, [query])
         with read_snapshot(self._conn):
             if mode in ("text", "hybrid"):
                 text_hits = lifecycle.fold_aliases(self._conn, search_mod.text_candidates(

@@ -18,12 +18,10 @@ if TYPE_CHECKING:
 class ModelsMixin:
     """Methods of `Memory` about its embedding model."""
 
-    def _load_embedder(self: Memory):
-        """The loaded embedder and the binding it matches, binding the file on first use."""
-        if self._embedder is not None:
-            return self._embedder, self._binding
+    def _resolve_model(self: Memory) -> tuple[binding_mod.ModelEntry, binding_mod.Binding | None]:
+        """The model to embed with and the file's binding, refusing a mismatch, without loading
+        llama.cpp (a query whose vector is cached needs no model)."""
         from .embed import models
-        from .embed.embedder import Embedder
 
         bound = binding_mod.current(self._conn)
         entry = None
@@ -42,6 +40,15 @@ class ModelsMixin:
             raise ModelError("no embedding model: set MAGRAY_MODEL to a GGUF file, or run "
                              "`magray model add PATH_OR_URL` then `magray model use NAME`")
         models.verify(Path(entry.path), entry.sha256)
+        return entry, bound
+
+    def _load_embedder(self: Memory):
+        """The loaded embedder and the binding it matches, binding the file on first use."""
+        if self._embedder is not None:
+            return self._embedder, self._binding
+        from .embed.embedder import Embedder
+
+        entry, bound = self._resolve_model()
         embedder = Embedder(Path(entry.path), device=self._device)
         if bound is None:
             with self._write():
@@ -67,10 +74,16 @@ class ModelsMixin:
 
     def _resolve_request(self: Memory, request: str) -> binding_mod.ModelEntry:
         """A registered model name, or a GGUF path (registered on the fly under its file name)."""
+        from .embed import models
+
         entry = binding_mod.find_model(self._conn, request)
         if entry is not None:
             return entry
         if request.endswith(".gguf") or Path(request).exists():
+            path = Path(request).expanduser().resolve()
+            known = binding_mod.model_by_sha(self._conn, models.verify(path, None))
+            if known is not None and Path(known.path) == path:
+                return known  # registered already: no write on every open
             return self.add_model(request)
         raise ModelError(f"no model named {request!r} and no such GGUF file")
 

@@ -71,6 +71,19 @@ def embed_cached(conn: apsw.Connection, embedder: Embedder, model_sha256: str,
                     hit_hashes=hit_hashes)
 
 
+def cached(conn: apsw.Connection, model_sha256: str, text: str, dim: int) -> Embedded | None:
+    """The cached vector of one text (a search query), or None: no model needs loading for it."""
+    import numpy as np
+
+    h = text_hash(text)
+    row = conn.execute("SELECT vector FROM embedding_cache WHERE model_sha256 = ? AND text_hash = ?",
+                       (model_sha256, h)).fetchone()
+    if row is None or len(row[0]) != 4 * dim:
+        return None
+    vector = np.frombuffer(row[0], dtype=np.float32).reshape(1, dim)
+    return Embedded(vectors=vector, hashes=[h], hits=1, hit_hashes=[h])
+
+
 def store(conn: apsw.Connection, model_sha256: str, embedded: Embedded, now: float,
           max_entries: int | None = None) -> int:
     """Inside the caller's write transaction: add what was computed, mark what was hit as used,
