@@ -72,6 +72,18 @@ class ArchiveMixin:
         return transfer.export_to_path(self, fmt, path, with_vectors=with_vectors, per=per, stdout=stdout,
                                        progress=progress)
 
+    def add_jsonl(self: Memory, stream: Any, *, name: str = "input", progress: Progress | None = None,
+                  dedup: bool | None = None) -> dict[str, Any]:
+        """Add one memory per JSON object line (the fields of `add`). Every line is checked before
+        anything is written, so a bad line adds nothing."""
+        items = [item for _, item in transfer.json_objects(stream, name, note=" (nothing was added)")]
+        try:
+            results = self.add_many(items, progress=progress, dedup=dedup)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{name}: {exc} (nothing was added)") from None
+        return {"added": sum(r.created for r in results), "existing": sum(not r.created for r in results),
+                "ids": [r.id for r in results]}
+
     def import_jsonl(self: Memory, stream: Any, *, name: str = "input", progress: Progress | None = None) -> dict[str, Any]:
         """Add the memories of a JSONL export with their original fields; importing twice adds nothing."""
         return transfer.import_jsonl(self, stream, name=name, progress=progress)

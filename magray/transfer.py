@@ -145,21 +145,27 @@ def import_jsonl(mem: Memory, stream: IO[str], *, name: str = "input",
             "vectors_reused": reused}
 
 
-def _read_export(stream: IO[str], name: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, bytes]]:
-    import numpy as np
-
-    header: dict[str, Any] | None = None
-    items: list[dict[str, Any]] = []
-    chunk_vectors: dict[str, bytes] = {}
+def json_objects(stream: IO[str], name: str, *, note: str = "") -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL stream; a bad line is a one-line error."""
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
         try:
             data = json.loads(line)
         except ValueError as exc:
-            raise InvalidInput(f"line {number} of {name} is not valid JSON: {exc} (nothing was imported)") from None
+            raise InvalidInput(f"line {number} of {name} is not valid JSON: {exc}{note}") from None
         if not isinstance(data, dict):
-            raise InvalidInput(f"line {number} of {name} is not a JSON object (nothing was imported)")
+            raise InvalidInput(f"line {number} of {name} is not a JSON object{note}")
+        yield number, data
+
+
+def _read_export(stream: IO[str], name: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, bytes]]:
+    import numpy as np
+
+    header: dict[str, Any] | None = None
+    items: list[dict[str, Any]] = []
+    chunk_vectors: dict[str, bytes] = {}
+    for number, data in json_objects(stream, name, note=" (nothing was imported)"):
         if header is None:
             if data.get("format") != FORMAT:
                 raise InvalidInput(f"{name} is not a magray JSONL export (no format header on its first "

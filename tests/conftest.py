@@ -13,20 +13,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_model_path() -> Path:
-    env = os.environ.get("MAGRAY_TEST_MODEL")
-    path = Path(env) if env else ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2-q8_0.gguf"
-    if not path.is_file():
-        raise RuntimeError(f"test model not found at {path}: set MAGRAY_TEST_MODEL to a GGUF embedding model")
-    return path
-
-
-test_model_path.__test__ = False  # a helper, not a test
+from helpers.reliability import model_path as find_test_model
 
 
 @pytest.fixture(scope="session")
 def model_path() -> Path:
-    return test_model_path()
+    return find_test_model()
 
 
 @pytest.fixture(autouse=True)

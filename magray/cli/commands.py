@@ -67,25 +67,9 @@ def cmd_add(mem: Memory, args: argparse.Namespace) -> Any:
 
 def _add_jsonl(mem: Memory, source: str, args: argparse.Namespace) -> Any:
     stream = sys.stdin if source == "-" else _open_text(source)
-    items = []
     with stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError as exc:
-                raise InvalidInput(f"line {number} of {source} is not valid JSON: {exc}") from None
-            if not isinstance(item, dict):
-                raise InvalidInput(f"line {number} of {source} is not a JSON object")
-            items.append(item)
-    try:
-        results = mem.add_many(items, progress=progress_bar("adding", len(items)),
-                               dedup=False if getattr(args, "no_dedup", False) else None)
-    except InvalidInput as exc:
-        raise InvalidInput(f"{source}: {exc} (nothing was added)") from None
-    return {"added": sum(r.created for r in results), "existing": sum(not r.created for r in results),
-            "ids": [r.id for r in results]}
+        return mem.add_jsonl(stream, name=source, progress=progress_bar("adding", None),
+                             dedup=False if args.no_dedup else None)
 
 
 def _open_text(path: str):
