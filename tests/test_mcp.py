@@ -286,3 +286,33 @@ def test_serve_without_a_model_fails_at_start_up(db_path, cli):
     assert proc.returncode == 4
     assert proc.stdout == ""
     assert "no embedding model" in proc.stderr
+
+
+def test_metrics_port_serves_prometheus_beside_mcp(db_path, model_path, cli):
+    import re
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cli("add", "a memory to count", "--layer", "assets")
+    proc = subprocess.Popen([sys.executable, "-m", "magray", "serve", "--db", str(db_path), "--metrics-port", "0"],
+                            cwd=ROOT, env=server_env(model_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        for line in proc.stderr:  # the server says where it listens before it serves MCP
+            match = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", line)
+            if match:
+                url = match.group(1)
+                break
+        assert url, "the server never reported its metrics address"
+        body = urllib.request.urlopen(url, timeout=30).read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(body)}
+        layers = {s.labels["layer"]: s.value for s in families["magray_memories"].samples}
+        assert layers["assets"] == 1.0 and families["magray_adds"].samples[0].value == 1
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+        assert proc.stdout.read() == ""  # nothing but MCP on stdout, and no MCP was spoken
+    finally:
+        if proc.poll() is None:
+            proc.kill()

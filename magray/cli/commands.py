@@ -218,6 +218,15 @@ def cmd_serve(mem: Memory, args: argparse.Namespace) -> Any:
         raise InvalidInput("--checkpoint-every must be at least 1")
     if args.idle_checkpoint < 0:
         raise InvalidInput("--idle-checkpoint cannot be negative")
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            raise InvalidInput("--metrics-port must be from 0 to 65535")
+        from ..server import metrics_http
+
+        try:
+            metrics_http.start(mem.path, args.metrics_port)
+        except OSError as exc:
+            raise InvalidInput(f"cannot serve metrics on port {args.metrics_port}: {exc.strerror}") from None
     run_stdio(mem, checkpoint_every=args.checkpoint_every, idle_checkpoint_s=args.idle_checkpoint)
     return None
 

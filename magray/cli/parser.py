@@ -224,11 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
          "  magray reindex --model minilm-f16\n", common)
 
     p = _sub(subs, "serve", "serve the memory file to agents over MCP (stdio); logs go to stderr",
-             "  magray serve\n  magray --db ~/notes.db serve --model ./all-MiniLM-L6-v2-q8_0.gguf\n", common)
+             "  magray serve\n  magray --db ~/notes.db serve --model ./all-MiniLM-L6-v2-q8_0.gguf\n"
+             "  magray serve --metrics-port 9464\n", common)
     p.add_argument("--checkpoint-every", type=int, default=64, metavar="N",
                    help="checkpoint the WAL (PASSIVE) after every N writing tool calls (default: 64)")
     p.add_argument("--idle-checkpoint", type=float, default=30.0, metavar="SECONDS",
                    help="empty the WAL (TRUNCATE) after this long without writing calls; 0 = never (default: 30)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="also serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0: any free port)")
 
     p = _sub(subs, "backup", "back up the memory file while other processes keep writing; verify, list, prune",
              "  magray backup                      # to backups/ beside the memory file, verified\n"
