@@ -155,6 +155,11 @@ def create(mem: Memory, dest: str | os.PathLike | None = None, *, kind: str = "b
     report.path, report.created_at, report.kind, report.source = str(target), now, kind, str(mem.path)
     _write_manifest(target, report)
     report.manifest = True
+    from .db import write_transaction
+
+    # For `magray_last_backup_age_seconds`: when the last verified backup of this file was made.
+    with translate_errors(mem.path), write_transaction(conn):
+        binding_mod.set_setting(conn, "last_backup_at", now)
     return report
 
 

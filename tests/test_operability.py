@@ -22,8 +22,15 @@ def test_prometheus_output_parses_and_counts(cli):
     assert families["magray_adds"].samples[0].value == 2
     assert families["magray_searches"].samples[0].value == 1
     assert families["magray_file_bytes"].samples[0].value > 0
+    assert "magray_last_backup_age_seconds" not in families
+    assert cli("backup").returncode == 0
+    after = {f.name: f for f in text_string_to_metric_families(cli("stats", "--format", "prometheus").stdout)}
+    assert 0 <= after["magray_last_backup_age_seconds"].samples[0].value < 3600
+    proc = cli("stats", "--format", "prometheus")
     # the same output under --json: it is already a format for machines
-    assert cli("stats", "--format", "prometheus", "--json").stdout == proc.stdout
+    as_json = cli("stats", "--format", "prometheus", "--json").stdout
+    assert as_json.startswith("# HELP magray_memories ")
+    assert {f.name for f in text_string_to_metric_families(as_json)} == set(after)
 
 
 def test_logging_goes_to_stderr_or_a_file_never_stdout(cli, tmp_path):
