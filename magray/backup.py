@@ -5,6 +5,7 @@ that other processes see as one transaction (old content or new, never a mix).""
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import os
 import random
@@ -23,6 +24,8 @@ from . import binding as binding_mod, schema, vectors
 from .db import BUSY_TIMEOUT_MS, WRITE_RETRIES, load_sqlite_vec, open_connection, read_snapshot, translate_errors
 from .errors import Busy, InvalidInput, NotFound, StoreError
 from .timeutil import iso
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .memory import Memory
@@ -146,7 +149,18 @@ def create(mem: Memory, dest: str | os.PathLike | None = None, *, kind: str = "b
                 # The copy must stand alone: rollback-journal mode, so no -wal file is needed.
                 dst.execute("PRAGMA journal_mode=DELETE").fetchall()
         _fsync(partial)
-        report = verify(partial, expected=expected)
+        try:
+            report = verify(partial, expected=expected)
+        except StoreError as exc:
+            if kind != "pre-restore":
+                raise
+            # The file being replaced may be the damaged one that the restore is meant to fix:
+            # keep its pages as they were, without a manifest (so prune never removes it).
+            os.replace(partial, target)
+            log.warning("kept the current file as %s, unverified: %s", target, exc)
+            return BackupReport(path=str(target), created_at=now, size_bytes=target.stat().st_size,
+                                sha256=sha256_file(target), page_size=0, page_count=0, kind=kind,
+                                source=str(mem.path), verified=False, manifest=False, **expected)
         os.replace(partial, target)
         _fsync(target.parent)
     except BaseException:
@@ -331,7 +345,10 @@ def _check_vectors(conn: apsw.Connection, path: Path, model: dict[str, Any] | No
     chunks = conn.execute("SELECT count(*) FROM chunks WHERE generation = ?", (generation,)).fetchone()[0]
     stored = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     if chunks != stored:
-        raise StoreError(f"{path} has {chunks} chunks but {stored} vectors for {model['model_name']}")
+        # Vectors derive from the memories (`magray doctor --repair` rebuilds them): a mismatch
+        # must not stop a backup or a restore of the memories themselves.
+        log.warning("%s has %d chunks but %d vectors for %s; run `magray doctor --repair` after "
+                    "restoring it", path, chunks, stored, model["model_name"])
 
 
 def sha256_file(path: Path) -> str:

@@ -96,3 +96,15 @@ def set_setting(conn: apsw.Connection, key: str, value: Any) -> None:
     else:
         conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, json.dumps(value)))
+
+
+def generations(conn: apsw.Connection) -> list[int]:
+    """Every vector generation that writes must keep in step: the bound one, and the one a
+    reindex is filling (so that a memory updated, moved or deleted meanwhile is not left stale
+    there; an updated memory loses its pending vectors and the reindex embeds it again)."""
+    bound = current(conn)
+    out = [bound.generation] if bound else []
+    pending = get_setting(conn, "reindex")
+    if pending and pending["generation"] not in out:
+        out.append(pending["generation"])
+    return out

@@ -37,12 +37,15 @@ def clean_candidates(conn: apsw.Connection, now: float) -> list[dict[str, Any]]:
     return [{"id": i, "layer": layer, "reason": reason, "preview": preview} for i, layer, reason, preview in rows]
 
 
-def purge(conn: apsw.Connection, bound: Binding | None, items: list[dict[str, Any]], now: float) -> int:
+def purge(conn: apsw.Connection, items: list[dict[str, Any]], now: float) -> int:
     """Remove memories with their tags, FTS entries and vectors, logging why (inside a transaction).
     Aliases of a purged memory become memories of their own again (ON DELETE SET NULL)."""
+    from .binding import generations
+
+    live_generations = generations(conn)
     for item in items:
-        if bound:
-            vectors.delete_for_memory(conn, bound.generation, item["id"])
+        for generation in live_generations:
+            vectors.delete_for_memory(conn, generation, item["id"])
         records.purge(conn, item["id"])
         records.log_event(conn, now, item["id"], "expire" if item["reason"] == "expired" else "purge",
                           {"layer": item["layer"], "reason": item["reason"]})
@@ -70,10 +73,10 @@ def numbers(text: str) -> list[str]:
 
 
 def nearest_duplicate(conn: apsw.Connection, bound: Binding, vector, text: str, layer: str,
-                      project: str, min_similarity: float) -> tuple[int, float] | None:
+                      project: str, min_similarity: float, now: float) -> tuple[int, float] | None:
     """The live memory of the same layer and project whose vector is at least `min_similarity`
     to `vector` and which states the same numbers as `text`, if any (the survivor an incoming
-    near-duplicate should reinforce)."""
+    near-duplicate should reinforce; it must be live and unexpired)."""
     from .types import Filters
 
     hits = vectors.knn(conn, bound.generation, vector, 5, Filters(layers=(layer,), project=project),
@@ -82,10 +85,12 @@ def nearest_duplicate(conn: apsw.Connection, bound: Binding, vector, text: str, 
     for _, memory_id, sim in hits:
         if sim < min_similarity:
             return None
-        row = conn.execute("SELECT merged_into, deleted_at, content FROM memories WHERE id = ?",
-                           (memory_id,)).fetchone()
-        if row and row[1] is None and numbers(row[2]) == wanted:
-            return (row[0] or memory_id, sim)
+        row = conn.execute(
+            "SELECT s.id, s.content FROM memories AS m JOIN memories AS s ON s.id = coalesce(m.merged_into, m.id) "
+            "WHERE m.id = ? AND s.deleted_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > ?)",
+            (memory_id, now)).fetchone()
+        if row and numbers(row[1]) == wanted:
+            return (row[0], sim)
     return None
 
 
@@ -113,6 +118,10 @@ def unmerge(conn: apsw.Connection, alias_id: int, now: float) -> int:
     return row[0]
 
 
+def aliases_of(conn: apsw.Connection, memory_id: int) -> list[int]:
+    return [r[0] for r in conn.execute("SELECT id FROM memories WHERE merged_into = ?", (memory_id,))]
+
+
 def survivors(conn: apsw.Connection, ids: list[int]) -> dict[int, int]:
     """alias id -> the memory it was merged into, for the aliases among `ids`."""
     rows = conn.execute("SELECT id, merged_into FROM memories WHERE merged_into IS NOT NULL "
@@ -120,16 +129,16 @@ def survivors(conn: apsw.Connection, ids: list[int]) -> dict[int, int]:
     return dict(rows.fetchall())
 
 
-def fold_aliases(conn: apsw.Connection, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """Replace each alias in a best-first list by its survivor, keeping the survivor's best place."""
-    mapping = survivors(conn, [i for i, _ in ranked])
-    seen: set[int] = set()
-    out = []
-    for memory_id, score in ranked:
+def fold_parts(conn: apsw.Connection, parts: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Score parts by memory with each alias folded into its survivor (the better score wins)."""
+    mapping = survivors(conn, list(parts))
+    if not mapping:
+        return parts
+    out: dict[int, dict[str, Any]] = {}
+    for memory_id, p in parts.items():
         target = mapping.get(memory_id, memory_id)
-        if target not in seen:
-            seen.add(target)
-            out.append((target, score))
+        if target not in out or p.get("fused", 0) > out[target].get("fused", 0):
+            out[target] = p
     return out
 
 

@@ -20,7 +20,7 @@ from .embed import cache
 from .memory_archive import ArchiveMixin
 from .memory_lifecycle import LifecycleMixin
 from .memory_models import ModelsMixin
-from .errors import InvalidInput, ModelMismatch
+from .errors import InvalidInput, ModelMismatch, StoreError
 from .types import AddResult, Filters, MemoryRecord, SearchHit, Status
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
             raise InvalidInput(f"content is {len(content):,} characters; the limit is {MAX_CONTENT_CHARS:,}")
         layer = records.check_layer(item.get("layer") or "interact")
         created = item.get("created_at")
-        created = now if created is None else records.check_number(created, "created_at")
+        created = now if created is None else records.check_time(created, "created_at")
         ttl = item.get("ttl")
         importance = item.get("importance")
         fields = {
@@ -195,7 +195,7 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
                     survivor = None
                     if dedup is not False and f["layer"] in dedup_layers:
                         survivor = lifecycle.nearest_duplicate(self._conn, bound, embedded.vectors[offset], f["content"],
-                                                               f["layer"], f["project"], min_similarity)
+                                                               f["layer"], f["project"], min_similarity, now)
                     memory_id = records.insert(self._conn, f, p.tags)
                     if p.kept is not None:
                         records.restore_kept(self._conn, memory_id, p.kept)
@@ -261,6 +261,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
             chunks = embedder.chunks(content)
             embedded = cache.embed_cached(self._conn, embedder, bound.sha256, chunks)
         with self._write():
+            # Read again under the lock: another process may have moved it while we embedded.
+            record = records.get(self._conn, memory_id, now, include_expired=True)
             if "content_hash" in changes:
                 dup = records.find_duplicate(self._conn, record.layer, record.project, changes["content_hash"])
                 if dup is not None and dup != memory_id:
@@ -268,7 +270,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
             records.update_fields(self._conn, memory_id, changes, now)
             if embedded is not None:
                 self._check_binding(bound)
-                vectors.delete_for_memory(self._conn, bound.generation, memory_id)
+                for generation in binding_mod.generations(self._conn):
+                    vectors.delete_for_memory(self._conn, generation, memory_id)
                 vectors.insert_chunks(self._conn, bound.generation, memory_id, record.layer, record.project,
                                       record.session, record.created_at, embedded.hashes, embedded.vectors)
                 self._cache_store(bound.sha256, embedded, now)
@@ -295,9 +298,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
                 raise InvalidInput(f"memory {dup} already holds that content in layer {to}")
             records.update_fields(self._conn, memory_id,
                                   {"layer": to, "expires_at": records.expiry(to, now, None)}, now)
-            bound = binding_mod.current(self._conn)
-            if bound:
-                vectors.move(self._conn, bound.generation, memory_id, to, record.project, record.session)
+            for generation in binding_mod.generations(self._conn):
+                vectors.move(self._conn, generation, memory_id, to, record.project, record.session)
             records.log_event(self._conn, now, memory_id, "promote",
                               {"from": record.layer, "to": to, "reason": reason})
             records.bump_counters(self._conn, {"promotions": 1}, now)
@@ -305,17 +307,18 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
 
     def delete(self, memory_id: int, *, hard: bool = False) -> None:
         """Soft-delete (hidden at once, purged later by `clean`), or with `hard` remove it now with
-        its tags, FTS entry and vectors."""
+        its tags, FTS entry and vectors; near-duplicates merged into it go with it."""
         now = self.now()
         with self._write():
             records.get(self._conn, memory_id, now, include_deleted=hard, include_expired=True)
-            bound = binding_mod.current(self._conn)
-            if bound:
-                vectors.delete_for_memory(self._conn, bound.generation, memory_id)
-            if hard:
-                records.purge(self._conn, memory_id)
-            else:
-                records.soft_delete(self._conn, memory_id, now)
+            # Its near-duplicate aliases say the same thing: they go with it.
+            for target in [memory_id, *lifecycle.aliases_of(self._conn, memory_id)]:
+                for generation in binding_mod.generations(self._conn):
+                    vectors.delete_for_memory(self._conn, generation, target)
+                if hard:
+                    records.purge(self._conn, target)
+                else:
+                    records.soft_delete(self._conn, target, now)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -339,7 +342,9 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         The memories returned count as used unless `touch` is false."""
         if mode not in search_mod.MODES:
             raise InvalidInput(f"unknown mode {mode!r}: use hybrid, vector or text")
-        if not isinstance(query, str) or not query.strip():
+        if isinstance(query, str):
+            query = query.replace("\x00", " ")  # a NUL in a query is noise, not a reason to fail
+        if not records.check_text(query, "the query").strip():
             raise InvalidInput("the query is empty")
         records.check_limit(k)
         now = self.now()
@@ -354,28 +359,36 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
                 embedded = cache.cached(self._conn, bound.sha256, query, bound.dim)
             if embedded is None:
                 embedder, bound = self._load_embedder()
-                embedded = cache.embed_cached(self._conn, embedder, bound.sha256, [query])
+                # A query longer than the model's window is embedded by its first chunk.
+                embedded = cache.embed_cached(self._conn, embedder, bound.sha256, embedder.chunks(query)[:1])
         with read_snapshot(self._conn):
             if mode in ("text", "hybrid"):
-                text_hits = lifecycle.fold_aliases(self._conn, search_mod.text_candidates(
-                    self._conn, query, filters, now, pool, ranking))
+                text_hits = search_mod.text_candidates(self._conn, query, filters, now, pool, ranking)
             if embedded is not None:
-                vector_hits = lifecycle.fold_aliases(self._conn, search_mod.vector_candidates(
-                    self._conn, bound.generation, embedded.vectors[0], filters, now, pool))
+                vector_hits = search_mod.vector_candidates(self._conn, bound.generation, embedded.vectors[0],
+                                                           filters, now, pool)
             parts = search_mod.score(self._conn, text_hits, vector_hits, filters, now, pool, ranking)
+            # A near-duplicate alias stands for the memory it was merged into, which must itself
+            # pass the filter (live, unexpired, in scope) to be returned.
+            parts = lifecycle.fold_parts(self._conn, parts)
+            allowed = search_mod.visible(self._conn, list(parts), filters, now)
+            parts = {memory_id: p for memory_id, p in parts.items() if memory_id in allowed}
             found = records.get_many(self._conn, list(parts))
         hits = search_mod.rank(found, parts, now, k, ranking)
-        with self._write():
-            if touch and hits:
-                records.record_use(self._conn, [h.memory.id for h in hits], now)
-            if embedded is not None:
-                self._cache_store(bound.sha256, embedded, now)
-            records.bump_counters(self._conn, {
-                "searches": 1,
-                "embeddings_computed": len(embedded.new_entries) if embedded else 0,
-                "cache_hits": embedded.hits if embedded else 0,
-                "cache_misses": (1 - embedded.hits) if embedded else 0,
-            }, now)
+        try:
+            with self._write():
+                if touch and hits:
+                    records.record_use(self._conn, [h.memory.id for h in hits], now)
+                if embedded is not None:
+                    self._cache_store(bound.sha256, embedded, now)
+                records.bump_counters(self._conn, {
+                    "searches": 1,
+                    "embeddings_computed": len(embedded.new_entries) if embedded else 0,
+                    "cache_hits": embedded.hits if embedded else 0,
+                    "cache_misses": (1 - embedded.hits) if embedded else 0,
+                }, now)
+        except StoreError as exc:  # counting uses is best effort: the results stand
+            log.warning("search results not counted as uses: %s", exc)
         return hits
 
     def status(self) -> Status:

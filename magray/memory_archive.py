@@ -174,12 +174,12 @@ def _kept_fields(item: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str
             raise InvalidInput(f"{name} must be a whole number, 0 or more, got {value!r}")
         return value
 
-    kept: dict[str, Any] = {name: None if item.get(name) is None else records.check_number(item[name], name)
+    kept: dict[str, Any] = {name: None if item.get(name) is None else records.check_time(item[name], name)
                             for name in ("accessed_at", "expires_at")}
     if "expires_at" not in item:
         kept["expires_at"] = fields["expires_at"]
     updated = item.get("updated_at")
-    kept["updated_at"] = fields["created_at"] if updated is None else records.check_number(updated, "updated_at")
+    kept["updated_at"] = fields["created_at"] if updated is None else records.check_time(updated, "updated_at")
     kept["access_count"] = count(item.get("access_count", 0), "access_count")
     kept["id"] = None if item.get("id") is None else count(item["id"], "id")
     kept["merged_into"] = None if item.get("merged_into") is None else count(item["merged_into"], "merged_into")
@@ -188,5 +188,5 @@ def _kept_fields(item: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str
         raise InvalidInput("uses must be a list of {session, uses, last_at} objects")
     kept["uses"] = [{"session": records.optional_text(u.get("session"), "uses.session") or "",
                      "uses": count(u.get("uses", 0), "uses.uses"),
-                     "last_at": records.check_number(u.get("last_at"), "uses.last_at")} for u in uses]
+                     "last_at": records.check_time(u.get("last_at"), "uses.last_at")} for u in uses]
     return kept

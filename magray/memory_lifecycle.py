@@ -3,12 +3,15 @@ scopes, statistics and maintenance (kept apart from memory.py, which owns readin
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from . import binding as binding_mod
 from . import lifecycle, records
-from .errors import InvalidInput
+from .errors import InvalidInput, StoreError
 from .timeutil import iso
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .memory import Memory
@@ -25,7 +28,7 @@ class LifecycleMixin:
             return lifecycle.clean_candidates(self._conn, now)
         with self._write():
             items = lifecycle.clean_candidates(self._conn, now)
-            lifecycle.purge(self._conn, binding_mod.current(self._conn), items, now)
+            lifecycle.purge(self._conn, items, now)
         return items
 
     def touch(self: Memory, memory_id: int, *, session: str | None = None) -> Any:
@@ -42,7 +45,10 @@ class LifecycleMixin:
         moves = lifecycle.promotion_candidates(self._conn, self.now(), rules)
         if not dry_run:
             for move in moves:
-                self.promote(move["id"], move["to"], reason=f"rule: {move['reason']}")
+                try:
+                    self.promote(move["id"], move["to"], reason=f"rule: {move['reason']}")
+                except InvalidInput as exc:  # e.g. the same text is already in the target layer
+                    move["skipped"] = str(exc)
         return moves
 
     def unmerge(self: Memory, alias_id: int) -> dict[str, Any]:
@@ -77,7 +83,7 @@ class LifecycleMixin:
         with self._write():
             ids = lifecycle.scope_ids(self._conn, column, value)
             items = [{"id": i, "layer": None, "reason": f"forget {column} {value}"} for i in ids]
-            lifecycle.purge(self._conn, binding_mod.current(self._conn), items, now)
+            lifecycle.purge(self._conn, items, now)
         return len(ids)
 
     def stats(self: Memory, days: int = 14) -> dict[str, Any]:
@@ -113,13 +119,19 @@ class LifecycleMixin:
     def _maintain(self: Memory, adds: int) -> None:
         """Bounded upkeep piggy-backed on writes: purge a few expired memories; run PRAGMA optimize
         each time the add counter crosses a multiple of `optimize_every_adds`."""
+        try:
+            self._maintain_now(adds)
+        except StoreError as exc:  # upkeep is best effort: the write it follows has landed
+            log.warning("maintenance skipped: %s", exc)
+
+    def _maintain_now(self: Memory, adds: int) -> None:
         rules = self.rules["maintenance"]
         now = self.now()
         if lifecycle.expired_ids(self._conn, now, 1):
             with self._write():
                 ids = lifecycle.expired_ids(self._conn, now, int(rules["expire_per_write"]))
                 items = [{"id": i, "layer": None, "reason": "expired"} for i in ids]
-                lifecycle.purge(self._conn, binding_mod.current(self._conn), items, now)
+                lifecycle.purge(self._conn, items, now)
         every = int(rules["optimize_every_adds"])
         total = records.counters(self._conn).get("adds", 0)
         if adds and every > 0 and total // every != (total - adds) // every:

@@ -43,9 +43,16 @@ class ModelsMixin:
         return entry, bound
 
     def _load_embedder(self: Memory):
-        """The loaded embedder and the binding it matches, binding the file on first use."""
+        """The loaded embedder and the binding it matches, binding the file on first use. A
+        long-lived process follows another process's reindex or restore: same model, new
+        vector table, it just moves on; another model, it loads that one (or refuses)."""
         if self._embedder is not None:
-            return self._embedder, self._binding
+            live = binding_mod.current(self._conn)
+            if live is not None and live.sha256 == self._binding.sha256:
+                self._binding = live
+                return self._embedder, live
+            self._embedder.close()
+            self._embedder = self._binding = None
         from .embed.embedder import Embedder
 
         entry, bound = self._resolve_model()

@@ -30,28 +30,38 @@ def check_layer(layer: str) -> str:
     return layer
 
 
+def check_text(value: Any, name: str) -> str:
+    """Text SQLite can store and compare as given: a str, valid UTF-8, without NUL characters."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be text")
+    if "\x00" in value:
+        # SQLite's text functions stop at a NUL: length('\x00abc') is 0, so such a text would fail
+        # the schema's CHECKs with a raw constraint error, and would not compare or search as stored.
+        raise InvalidInput(f"{name} contains a NUL character (\\x00); remove it, or encode binary data first")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{name} is not valid unicode (lone surrogate characters)") from None
+    return value
+
+
 def check_content(content: Any) -> str:
-    if not isinstance(content, str):
-        raise InvalidInput("content must be text")
+    check_text(content, "content")
     if not content.strip():
         raise InvalidInput("content is empty")
-    if "\x00" in content:
-        # SQLite's text functions stop at a NUL: length('\x00abc') is 0, so such a text would fail
-        # the schema's CHECK with a raw constraint error, and would not compare or search as stored.
-        raise InvalidInput("content contains a NUL character (\\x00); remove it, or encode binary data first")
-    try:
-        content.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput("content is not valid unicode (lone surrogate characters)") from None
     return content
 
 
 def check_tags(tags: Iterable[str]) -> list[str]:
+    if isinstance(tags, str):
+        tags = [tags]
+    if not isinstance(tags, (list, tuple, set, frozenset)):
+        raise InvalidInput("tags must be a list of texts")
     clean = []
     for tag in tags:
         if not isinstance(tag, str) or not _TAG.match(tag):
             raise InvalidInput(f"bad tag {tag!r}: tags are 1-100 characters without spaces or commas")
-        clean.append(tag)
+        clean.append(check_text(tag, "a tag"))
     return sorted(set(clean))
 
 
@@ -61,9 +71,10 @@ def check_metadata(metadata: Mapping[str, Any] | None) -> str:
     if not isinstance(metadata, Mapping):
         raise InvalidInput("metadata must be a JSON object")
     try:
-        return json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"metadata is not valid JSON: {exc}") from None
+    return check_text(text, "metadata")
 
 
 def check_limit(limit: int) -> int:
@@ -92,9 +103,18 @@ def check_importance(importance: float) -> float:
 def optional_text(value: Any, name: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise InvalidInput(f"{name} must be text")
-    return value
+    return check_text(value, name)
+
+
+# Times are unix seconds from 1970 to the end of year 9999: what datetime can show.
+MAX_TIME = 253402300799.0
+
+
+def check_time(value: Any, name: str) -> float:
+    number = check_number(value, name)
+    if not 0 <= number <= MAX_TIME:
+        raise InvalidInput(f"{name} must be a time between 1970 and 9999, got {value!r}")
+    return number
 
 
 def check_number(value: Any, name: str) -> float:
@@ -114,6 +134,8 @@ def expiry(layer: str, now: float, ttl: float | None) -> float | None:
     if ttl is not None:
         if ttl < 0:
             raise InvalidInput("ttl cannot be negative")
+        if ttl and now + ttl > MAX_TIME:
+            raise InvalidInput("ttl is too long (past the year 9999); use 0 for never")
         return None if ttl == 0 else now + ttl
     default = DEFAULT_TTL[layer]
     return None if default is None else now + default

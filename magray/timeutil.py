@@ -36,4 +36,8 @@ def parse_when(text: str, now: float) -> float:
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    try:
+        when = datetime.fromtimestamp(ts, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return str(ts)  # a time no calendar can show is still shown, never a crash
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
