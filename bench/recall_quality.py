@@ -11,10 +11,12 @@ The data (CC BY-NC 4.0) is never copied into the repo: pass its path, or keep it
 `../shared/eval/locomo-dev.json` next to the repo root.
 
     python bench/recall_quality.py [PATH] [--modes hybrid,vector,text] [--set text_weight=0.4]
-        [--baseline] [--db FILE]
+        [--baseline] [--db FILE] [--now YYYY-MM-DD]
 
 `--baseline` also runs, on the same file in the same run, the ranking search had before tuning
-(equal-weight reciprocal rank fusion, k=60, no conversation context) for comparison.
+(equal-weight reciprocal rank fusion, k=60, no conversation context, FTS5's bm25()) for comparison.
+Questions are asked as if on a fixed day (`--now`), so that the recency lift is the same on every
+run.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from magray import Memory  # noqa: E402
+from magray import Memory, lifecycle  # noqa: E402
 from magray.search import DEFAULT_RANKING, MODES, Ranking  # noqa: E402
 from magray.types import Filters  # noqa: E402
 
@@ -44,8 +46,11 @@ CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 KS = (1, 5, 10)
 # Turns never expire in this layer, and the dates of the data set are years in the past.
 LAYER = "assets"
+# Search runs as if on this day, so that the recency lift (a year's half-life in this layer, on
+# turns from 2022-2023) is the same on every run, whatever the day: results stay comparable.
+ASKED_ON = "2026-11-25"
 BASELINE = Ranking(fusion="rrf", rrf_k=60.0, text_weight=1.0, vector_weight=1.0, next_weight=0.0,
-                   previous_weight=0.0)
+                   previous_weight=0.0, bm25_k1=1.2, bm25_b=0.75)
 
 
 @dataclasses.dataclass
@@ -86,10 +91,14 @@ def load(path: Path) -> tuple[list[dict], list[Question]]:
 
 def build(memory: Memory, items: list[dict]) -> dict[int, set[str]]:
     """Store the turns; memory id -> the turn ids it holds (a turn repeated word for word in the
-    same conversation, like "Bye!", is stored once and answers for every copy)."""
+    same conversation, like "Bye!", is stored once and answers for every copy; a near-duplicate
+    kept as an alias also answers through the memory it was merged into, which search reports
+    in its place)."""
     turns: dict[int, set[str]] = defaultdict(set)
     for item, result in zip(items, memory.add_many(items)):
         turns[result.id].add(item["metadata"]["dia_id"])
+    for alias, survivor in lifecycle.survivors(memory.connection, list(turns)).items():
+        turns[survivor] |= turns[alias]
     return turns
 
 
@@ -167,6 +176,8 @@ def main() -> None:
                         help="override a Ranking field for this run (repeatable)")
     parser.add_argument("--baseline", action="store_true",
                         help="also run the untuned ranking (RRF k=60, no context) for comparison")
+    parser.add_argument("--now", default=ASKED_ON, metavar="YYYY-MM-DD",
+                        help=f"the day the questions are asked on, UTC (default {ASKED_ON})")
     parser.add_argument("--db", type=Path, help="keep the memory file here and reuse it on the next "
                         "run (default: a temporary file)")
     args = parser.parse_args()
@@ -178,10 +189,12 @@ def main() -> None:
     if args.baseline:
         rankings["baseline"] = BASELINE
 
+    now = datetime.strptime(args.now, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
     items, questions = load(args.data)
     split = halves(questions)
     with tempfile.TemporaryDirectory() as tmp, \
-            Memory.open(args.db or Path(tmp) / "locomo.db", profile="fast", model=args.model) as memory:
+            Memory.open(args.db or Path(tmp) / "locomo.db", profile="fast", model=args.model,
+                        clock=lambda: now) as memory:
         start = time.perf_counter()
         # On a reused file every turn is already there: this only maps ids (vectors from the cache).
         turns = build(memory, items)

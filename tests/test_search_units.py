@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from magray import search
 from magray.errors import InvalidInput
+from magray.types import Filters
 
 HOSTILE = [
     'say "hello', '"', '""', "*", "pre*", "-cat", "- -", "NEAR(a b)", "a AND b", "a OR", "NOT x",
@@ -102,9 +103,60 @@ def test_the_reply_to_a_matching_turn_is_found_through_its_context(tmp_path):
         hits = memory.search("concert", mode="text", filters=Filters(project="p"), touch=False)
         by_id = {h.memory.id: h for h in hits}
         assert ids[1] in by_id and by_id[ids[1]].parts["context"] > 0
+        assert by_id[ids[1]].score < by_id[ids[0]].score  # below the turn it answers
         assert ids[2] not in by_id  # two turns away: no lift
+        unlimited = search.Ranking(next_weight=2.0, context_ceiling=float("inf"))
+        hits = memory.search("concert", mode="text", filters=Filters(project="p"), touch=False,
+                             ranking=unlimited)
+        assert hits[0].memory.id == ids[1]
         assert by_id[other].parts["context"] is None  # no neighbour in its session
         plain = search.Ranking(next_weight=0.0, previous_weight=0.0)
         hits = memory.search("concert", mode="text", filters=Filters(project="p"), touch=False,
                              ranking=plain)
         assert ids[1] not in {h.memory.id for h in hits}
+
+
+BM25_TEXTS = [
+    {"content": "Melanie: it's my e-mail about the café, the café downtown", "title": "Café notes",
+     "tags": ["cafe", "email"]},
+    {"content": "Caroline: I went to the cafe. It's lovely, and the cake was lovely too."},
+    {"content": "Melanie: a long turn that says one thing about the cafe and then goes on and on about "
+                "painting, pottery, running, camping with the family and the kids at the beach"},
+    {"content": "John: the cafe cafe cafe, again and again", "tags": ["lovely"]},
+    {"content": "Tim: nothing to see here, says O'Brien to Brien O'Neil"},
+]
+
+
+@pytest.fixture
+def bm25_memory(mem):
+    mem.ids = [r.id for r in mem.add_many([dict(t, layer="assets") for t in BM25_TEXTS])]
+    return mem
+
+
+@pytest.mark.parametrize("query", ["cafe", "café e-mail", "it's lovely", "lovely cake Melanie",
+                                   "notes email", "downtown", "O'Brien cafe"])
+def test_rescore_with_fts5_parameters_is_bm25(bm25_memory, query):
+    """The Python BM25 (own tokenising of the candidates, column weights, multi-token phrases)
+    gives exactly FTS5's bm25() at its k1 and b, so other k1 and b change only what they mean."""
+    conn = bm25_memory.connection
+    fts5 = search.Ranking(bm25_k1=1.2, bm25_b=0.75)
+    found = search.text_candidates(conn, query, Filters(), 0.0, 50, fts5)  # bm25() in C
+    assert found
+    again = search.rescore(conn, search.query_words(query), found, fts5)
+    assert [m for m, _ in again] == [m for m, _ in found]
+    assert [s for _, s in again] == pytest.approx([s for _, s in found], rel=1e-12)
+
+
+def test_b_sets_how_much_a_longer_text_is_punished(bm25_memory):
+    short, long = bm25_memory.ids[1], bm25_memory.ids[2]  # "cafe" once in each
+
+    def scores(b: float) -> dict[int, float]:
+        return dict(search.text_candidates(bm25_memory.connection, "cafe", Filters(), 0.0, 50,
+                                           search.Ranking(bm25_b=b)))
+
+    full = scores(0.75)
+    assert full[short] < full[long]  # lower is better
+    none = scores(0.0)
+    assert none[short] == pytest.approx(none[long])
+    # Then only frequency counts (a title or tag hit counting twice): 2 + 2 + 2, then 3.
+    assert list(none)[:2] == [bm25_memory.ids[0], bm25_memory.ids[3]]
