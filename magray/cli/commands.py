@@ -179,7 +179,7 @@ def cmd_forget(mem: Memory, args: argparse.Namespace) -> Any:
     return {"forgotten": mem.forget_scope(session=args.session, project=args.project)}
 
 
-def cmd_config(mem: Memory, args: argparse.Namespace) -> Any:
+def cmd_config(mem: Memory | None, args: argparse.Namespace) -> Any:
     from ..config import config_path, load_rules, set_rule
 
     if args.action == "set":
@@ -289,6 +289,8 @@ HANDLERS: dict[str, Callable[[Memory, argparse.Namespace], Any]] = {
     "forget": cmd_forget, "config": cmd_config, "serve": cmd_serve, "doctor": cmd_doctor,
     "backup": cmd_backup, "restore": cmd_restore, "export": cmd_export, "import": cmd_import,
 }
+# Commands that do not open the memory file at all.
+WITHOUT_FILE = frozenset({"config"})
 # Commands that may create the memory file; the others refuse a missing file.
 CREATES_FILE = frozenset({"init", "add", "model", "serve", "restore", "import"})
 

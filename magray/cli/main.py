@@ -44,17 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         from . import commands
 
         commands.set_progress(not args.json)
-        with Memory.open(args.db, profile=args.profile, model=args.model, device=args.device,
-                         create=command in commands.CREATES_FILE) as mem:
-            result = commands.HANDLERS[command](mem, args)
-            if result is None:  # `serve`: stdout was the MCP channel; nothing more may go there
-                pass
-            elif args.json and not isinstance(result, commands.RawText):
-                render.emit(render.envelope_ok(command, result))
-            else:
-                output = render.text(command, result, args)
-                if output:  # e.g. `export` to stdout already wrote its data
-                    render.emit(output)
+        handler = commands.HANDLERS[command]
+        if command in commands.WITHOUT_FILE:
+            result = handler(None, args)
+            _render(command, result, args)
+        else:
+            with Memory.open(args.db, profile=args.profile, model=args.model, device=args.device,
+                             create=command in commands.CREATES_FILE) as mem:
+                result = handler(mem, args)
+                _render(command, result, args)
         return EXIT_UNHEALTHY if getattr(result, "healthy", True) is False else EXIT_OK
     except errors.MagrayError as exc:
         return _fail(command, type(exc).__name__, str(exc), exit_code_for(exc), args.json)
@@ -62,6 +60,24 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(command, "Interrupted", "interrupted", 130, args.json)
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:
+        if type(exc).__module__ != "apsw":
+            raise
+        # A SQLite failure the library did not foresee: still one line and a named exit code.
+        return _fail(command, "StoreError", f"the memory file could not be used: {exc}", EXIT_STORE, args.json)
+
+
+def _render(command: str, result, args) -> None:
+    from . import commands
+
+    if result is None:  # `serve`: stdout was the MCP channel; nothing more may go there
+        return
+    if args.json and not isinstance(result, commands.RawText):
+        render.emit(render.envelope_ok(command, result))
+        return
+    output = render.text(command, result, args)
+    if output:  # e.g. `export` to stdout already wrote its data
+        render.emit(output)
 
 
 def _configure_logging(args) -> None:
