@@ -116,11 +116,15 @@ class ArchiveMixin:
         # Aliases point at their memory by its id in the exported file: map both ids to this file's.
         new_id = {p.kept["id"]: r.id for p, r in zip(prepared, results) if p.kept["id"] is not None}
         links = [(new_id[p.kept["merged_into"]], r.id) for p, r in zip(prepared, results)
-                 if p.kept["merged_into"] in new_id]
+                 if p.kept["merged_into"] in new_id and new_id[p.kept["merged_into"]] != r.id]
         if links:
             with self._write():
-                self._conn.executemany("UPDATE memories SET merged_into = ? WHERE id = ? AND merged_into IS NULL",
-                                       links)
+                # Only onto a memory that is not an alias itself: an edited export cannot make
+                # a cycle that would hide its memories from every listing.
+                self._conn.executemany(
+                    "UPDATE memories SET merged_into = ?1 WHERE id = ?2 AND merged_into IS NULL "
+                    "AND (SELECT merged_into FROM memories WHERE id = ?1) IS NULL "
+                    "AND NOT EXISTS (SELECT 1 FROM memories WHERE merged_into = ?2)", links)
         return results
 
 
