@@ -37,12 +37,21 @@ def open_connection(path: Path, *, profile: str = "safe", create: bool = True,
         conn = apsw.Connection(str(path), flags=flags)
         conn.setbusytimeout(BUSY_TIMEOUT_MS)
         load_sqlite_vec(conn)
-        # Fails here, with a clear error, if the file is not a SQLite database.
-        conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
         try:
-            if check is not None:
-                check(conn)
-            _apply_pragmas(conn, profile)
+            for attempt in range(WRITE_RETRIES + 1):
+                try:
+                    # Fails here, with a clear error, if the file is not a SQLite database.
+                    conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+                    if check is not None:
+                        check(conn)
+                    _apply_pragmas(conn, profile)
+                    break
+                except apsw.BusyError:
+                    # Right after another process was killed, the first one in recovers the WAL
+                    # index and others may be told SQLITE_BUSY without waiting: try again.
+                    if attempt == WRITE_RETRIES:
+                        raise
+                    time.sleep(random.uniform(0.01, 0.05) * (2**attempt))
         except BaseException:
             conn.close()
             raise
@@ -80,7 +89,10 @@ def _create_private_file(path: Path) -> None:
 
 def _apply_pragmas(conn: apsw.Connection, profile: str) -> None:
     # WAL: readers never block the writer and a crash never leaves a half-written page visible.
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    # (Asked first: setting it on a file already in WAL mode would still take a lock.)
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    if mode.lower() != "wal":
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode.lower() != "wal" and not conn.readonly("main"):
         raise StoreError(f"cannot switch the memory file to WAL mode (got {mode})")
     # FULL fsyncs the WAL on every commit (power-safe); NORMAL only at checkpoints (crash-safe).
