@@ -14,6 +14,7 @@ import apsw
 
 from . import records, vectors
 from .errors import InvalidInput
+from .schema import query
 from .types import Filters, MemoryRecord, SearchHit
 
 MODES = ("hybrid", "vector", "text")
@@ -119,12 +120,25 @@ def text_candidates(conn: apsw.Connection, text: str, filters: Filters, now: flo
     w_content, w_title, w_tags = ranking.bm25_weights
     weights = {"w_content": w_content, "w_title": w_title, "w_tags": w_tags}
     custom = (ranking.bm25_k1, ranking.bm25_b) != FTS5_BM25
-    params = records.filter_params(filters, now) | weights | {
-        "match": match, "limit": max(limit, int(ranking.rescore_depth)) if custom else limit}
-    found = [(row[0], row[1]) for row in conn.execute(records.with_filter("search_text"), params)]
+    depth = max(limit, int(ranking.rescore_depth)) if custom else limit
+    found = _from_index(conn, match, weights, filters, now, depth) if filters.is_empty() else None
+    if found is None:
+        params = records.filter_params(filters, now) | weights | {"match": match, "limit": depth}
+        found = [(row[0], row[1]) for row in conn.execute(records.with_filter("search_text"), params)]
     if not custom or not found:
         return found
     return rescore(conn, query_words(text), found, ranking)[:limit]
+
+
+def _from_index(conn: apsw.Connection, match: str, weights: dict[str, float], filters: Filters,
+                now: float, depth: int) -> list[tuple[int, float]] | None:
+    """With no filter from the caller, the best `depth` matches read from the index alone, then
+    the few hidden ones (deleted, expired) dropped; None when too many were hidden to be sure."""
+    fetch = depth * 2 + 16
+    rows = conn.execute(query("search_text_index"), weights | {"match": match, "limit": fetch}).fetchall()
+    allowed = visible(conn, [r[0] for r in rows], filters, now)
+    found = [(r[0], r[1]) for r in rows if r[0] in allowed]
+    return found[:depth] if len(found) >= depth or len(rows) < fetch else None
 
 
 def rescore(conn: apsw.Connection, words: list[str], found: list[tuple[int, float]],
