@@ -142,3 +142,14 @@ def test_copy_of_model_file_keeps_working(tmp_path, model_path, db_path):
     with Memory.open(db_path, model=str(copy)) as m:
         m.add("second")
         assert m.models()[0]["added_at"] == added
+
+
+def test_text_search_skips_many_hidden_matches(mem):
+    """Text search reads the best matches from the FTS index and drops hidden ones; when more are
+    hidden than it read, it must fall back to filtering inside the query, not return too few."""
+    hidden = mem.add_many([{"content": f"apple pie recipe number {i}", "layer": "assets"} for i in range(240)])
+    for r in hidden:
+        mem.delete(r.id)
+    live = [mem.add(f"an apple a day, said note {i}", layer="assets").id for i in range(3)]
+    hits = mem.search("apple", mode="text", k=10, touch=False)
+    assert sorted(h.memory.id for h in hits) == sorted(live)
