@@ -93,14 +93,12 @@ def cli_cmd():
 ])
 def test_bad_input_one_line_error_and_nothing_changed(cli, args, code, message):
     cli("add", "an existing memory")
-    before = cli.db.read_bytes()
     proc = cli(*args)
     assert proc.returncode == code, proc.stderr
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     listed = cli.json("list")["data"]
     assert [m["content"] for m in listed] == ["an existing memory"]
-    del before
 
 
 def test_json_error_envelope(cli):

@@ -139,7 +139,6 @@ def test_another_model_is_refused_until_reindex(db_path, model_path):
     other = model_path.with_name("all-MiniLM-L6-v2-f16.gguf")
     with Memory.open(db_path, model=str(model_path)) as m:
         kept = m.add("vectors from the q8 model", layer="assets").id
-    before = db_path.read_bytes()
     for call in (lambda m: m.add("another"), lambda m: m.search("vectors", mode="vector")):
         with pytest.raises(ModelMismatch, match="reindex"):
             with Memory.open(db_path, model=str(other)) as m:
@@ -151,7 +150,6 @@ def test_another_model_is_refused_until_reindex(db_path, model_path):
         assert m.search("q8 vectors", mode="vector")[0].memory.id == kept
         tables = {r[0] for r in m.connection.execute("SELECT name FROM sqlite_schema WHERE name LIKE 'vec_chunks_%'")}
         assert "vec_chunks_1" not in tables and "vec_chunks_2" in tables
-    del before
 
 
 def test_interrupted_reindex_keeps_old_vectors_and_resumes(db_path, model_path):

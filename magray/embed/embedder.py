@@ -127,6 +127,10 @@ class Embedder:
         import numpy as np
 
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if self.pack_tokens <= 1:  # one text per call: no need to count its tokens to pack it
+            for i in range(len(texts)):
+                self._embed_group(texts, [i], out)
+            return out
         group: list[int] = []
         group_tokens = 0
         for i, text in enumerate(texts):
