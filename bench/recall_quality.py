@@ -110,12 +110,12 @@ class Outcome:
 
 
 def ask(memory: Memory, questions: list[Question], turns: dict[int, set[str]], mode: str,
-        ranking: Ranking) -> list[Outcome]:
+        ranking: Ranking, min_score: float | None = None) -> list[Outcome]:
     outcomes = []
     for q in questions:
         start = time.perf_counter()
         hits = memory.search(q.text, k=max(KS), mode=mode, filters=Filters(project=q.conversation),
-                             touch=False, ranking=ranking)
+                             touch=False, ranking=ranking, min_score=min_score)
         elapsed = time.perf_counter() - start
         found = next((i for i, h in enumerate(hits, start=1) if turns[h.memory.id] & q.evidence), None)
         outcomes.append(Outcome(q, found, elapsed))

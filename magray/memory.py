@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -13,7 +15,7 @@ from typing import Any
 import apsw
 
 from . import binding as binding_mod
-from . import health, lifecycle, records, schema, search as search_mod, vectors
+from . import health, lifecycle, records, schema, search as search_mod, timephrases, vectors
 from .config import DURABILITY, LAYERS, WRITE_BATCH, PROFILES, default_db_path, default_profile, load_rules
 from .db import open_connection, read_snapshot, translate_errors, write_transaction
 from .embed import cache
@@ -55,16 +57,19 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         self._embedder = None
         self._binding: binding_mod.Binding | None = None
         self.rules = load_rules()
+        self.timezone = timephrases.zone()
 
     # -- opening -------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str | os.PathLike | None = None, *, profile: str | None = None,
              model: str | None = None, device: str = "auto", clock: Clock | None = None,
-             create: bool = True) -> Memory:
+             create: bool = True, timezone: str | None = None) -> Memory:
         """Open (creating if needed) the memory file at `path` (default: $MAGRAY_DB or the XDG data
         dir) and bring its schema up to date. `model` (a registered name or a GGUF path; default
-        $MAGRAY_MODEL) is used to bind a new file and must match the binding of an existing one."""
+        $MAGRAY_MODEL) is used to bind a new file and must match the binding of an existing one.
+        `timezone` (an IANA name; default $MAGRAY_TZ, else the system's local zone) is the zone
+        time phrases are read in: "yesterday" is the user's yesterday."""
         path = Path(path) if path is not None else default_db_path()
         profile = profile or default_profile()
         if profile not in PROFILES:
@@ -77,8 +82,14 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         except BaseException:
             conn.close()
             raise
-        return cls(conn, path, profile=profile, model=model or os.environ.get("MAGRAY_MODEL"),
-                   device=device, clock=clock or time.time)
+        memory = cls(conn, path, profile=profile, model=model or os.environ.get("MAGRAY_MODEL"),
+                     device=device, clock=clock or time.time)
+        try:
+            memory.timezone = timephrases.zone(timezone or os.environ.get("MAGRAY_TZ"))
+        except BaseException:
+            memory.close()
+            raise
+        return memory
 
     def close(self) -> None:
         if self._embedder is not None:
@@ -337,8 +348,16 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         return records.list_memories(self._conn, filters, self.now(), limit, offset)
 
     def search(self, query: str, *, k: int = 10, mode: str = "hybrid", filters: Filters = Filters(),
-               touch: bool = True, ranking: search_mod.Ranking = search_mod.DEFAULT_RANKING) -> list[SearchHit]:
+               touch: bool = True, ranking: search_mod.Ranking = search_mod.DEFAULT_RANKING,
+               min_score: float | None = None, time_phrases: bool = True) -> list[SearchHit]:
         """Hybrid (BM25 + vector KNN, fused), vector or text search; best first, with score parts.
+
+        A time phrase in the query ("last week", "in September") becomes a window on created_at
+        and is taken out of the searched text (`time_phrases=False` searches the words as typed);
+        when nothing in the window matches, the whole query is searched at any time and the
+        hits' `window` part says the window was not applied. Memories less relevant than
+        `min_score` (default: the ranking's calibrated floor in hybrid and vector mode, none in
+        text mode; 0 for everything) are left out.
         The memories returned count as used unless `touch` is false."""
         if mode not in search_mod.MODES:
             raise InvalidInput(f"unknown mode {mode!r}: use hybrid, vector or text")
@@ -347,49 +366,63 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         if not records.check_text(query, "the query").strip():
             raise InvalidInput("the query is empty")
         records.check_limit(k)
+        # Text search asks for the memories that hold the words, however few: no floor unless asked.
+        floor = (0.0 if mode == "text" else ranking.min_score) if min_score is None else float(min_score)
+        if not math.isfinite(floor) or floor < 0:
+            raise InvalidInput(f"bad min_score {min_score!r}: use a number >= 0")
         now = self.now()
-        pool = max(k * 5, 50)
-        text_hits: list[tuple[int, float]] = []
-        vector_hits: list[tuple[int, float]] = []
-        embedded = None
+        text, window = timephrases.find_window(query, now, self.timezone) if time_phrases else (query, None)
+        if window is not None and window.vague:
+            ranking = dataclasses.replace(ranking, recency_weight=ranking.recency_weight * ranking.vague_recency_factor)
+        windowed = window is not None and not window.vague
+        embedded: list[cache.Embedded] = []
+        hits = self._find(text, filters.narrowed(window.since, window.until) if windowed else filters,
+                          now, k, mode, ranking, floor, embedded)
+        applied = windowed and bool(hits)
+        if windowed and not hits:
+            # Nothing in the window matches: the phrase may name when something happened rather
+            # than when it was told ("camping in June"), so search the words as typed, any time.
+            hits = self._find(query, filters, now, k, mode, ranking, floor, embedded)
+        if window is not None:
+            shown = window.to_dict() | {"applied": applied}
+            for hit in hits:
+                hit.parts["window"] = shown
+        self._after_search(hits, embedded, now, touch)
+        return hits
+
+    def _find(self, text: str, filters: Filters, now: float, k: int, mode: str,
+              ranking: search_mod.Ranking, floor: float, embedded: list) -> list[SearchHit]:
+        query_vec, generation = None, None
         bound = binding_mod.current(self._conn)
         if mode in ("vector", "hybrid") and (bound is not None or mode == "vector"):
+            found = None
             if bound is not None and self._embedder is None:
                 self._resolve_model()  # refuses another model before anything is read
-                embedded = cache.cached(self._conn, bound.sha256, query, bound.dim)
-            if embedded is None:
+                found = cache.cached(self._conn, bound.sha256, text, bound.dim)
+            if found is None:
                 embedder, bound = self._load_embedder()
                 # A query longer than the model's window is embedded by its first chunk.
-                embedded = cache.embed_cached(self._conn, embedder, bound.sha256, embedder.chunks(query)[:1])
-        with read_snapshot(self._conn):
-            if mode in ("text", "hybrid"):
-                text_hits = search_mod.text_candidates(self._conn, query, filters, now, pool, ranking)
-            if embedded is not None:
-                vector_hits = search_mod.vector_candidates(self._conn, bound.generation, embedded.vectors[0],
-                                                           filters, now, pool)
-            parts = search_mod.score(self._conn, text_hits, vector_hits, filters, now, pool, ranking)
-            # A near-duplicate alias stands for the memory it was merged into, which must itself
-            # pass the filter (live, unexpired, in scope) to be returned.
-            parts = lifecycle.fold_parts(self._conn, parts)
-            allowed = search_mod.visible(self._conn, list(parts), filters, now)
-            parts = {memory_id: p for memory_id, p in parts.items() if memory_id in allowed}
-            found = records.get_many(self._conn, list(parts))
-        hits = search_mod.rank(found, parts, now, k, ranking)
+                found = cache.embed_cached(self._conn, embedder, bound.sha256, embedder.chunks(text)[:1])
+            embedded.append((bound, found))
+            query_vec, generation = found.vectors[0], bound.generation
+        return search_mod.find(self._conn, text, query_vec, generation, filters, now, k, mode, ranking, floor)
+
+    def _after_search(self, hits: list[SearchHit], embedded: list, now: float, touch: bool) -> None:
+        """Count the hits as used and the search in the counters, and keep the query vectors."""
         try:
             with self._write():
                 if touch and hits:
                     records.record_use(self._conn, [h.memory.id for h in hits], now)
-                if embedded is not None:
-                    self._cache_store(bound.sha256, embedded, now)
+                for bound, found in embedded:
+                    self._cache_store(bound.sha256, found, now)
                 records.bump_counters(self._conn, {
                     "searches": 1,
-                    "embeddings_computed": len(embedded.new_entries) if embedded else 0,
-                    "cache_hits": embedded.hits if embedded else 0,
-                    "cache_misses": (1 - embedded.hits) if embedded else 0,
+                    "embeddings_computed": sum(len(found.new_entries) for _, found in embedded),
+                    "cache_hits": sum(found.hits for _, found in embedded),
+                    "cache_misses": sum(1 - found.hits for _, found in embedded),
                 }, now)
         except StoreError as exc:  # counting uses is best effort: the results stand
             log.warning("search results not counted as uses: %s", exc)
-        return hits
 
     def status(self) -> Status:
         now = self.now()

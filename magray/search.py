@@ -1,6 +1,18 @@
-"""Hybrid search: BM25 over FTS5 (re-scored with the Ranking's k1 and b) and vector KNN, fused by
-a convex combination of their normalised scores, lifted by the neighbouring turns of a
-conversation, then ranked with recency and use."""
+"""Hybrid search: BM25 over FTS5 and vector KNN, fused on an absolute scale of evidence, lifted
+by the neighbouring turns of a conversation, then ranked with recency and use.
+
+Fusion. Each side says how strongly a memory answers the query on a scale that does not depend
+on the other candidates:
+- text evidence = the memory's BM25 / the BM25 of an ideal match, a memory of average length that
+  holds every query word once (which is the sum of the words' idf). It is the share of the query
+  the memory matches, each word weighted by how rare it is: one common word ("team", "due") is a
+  small part of a question's evidence, while the rare, specific words that decide a question are
+  most of it. Query words found nowhere keep their (high) idf in the ideal, so a question whose
+  decisive words are not in the file gets little text evidence from its common ones.
+- vector evidence = the cosine similarity, already on a fixed scale.
+The fused relevance is their weighted sum; a relevance floor (`min_score`) drops what no stored
+memory answers. The weights and the floor were measured on dev data (bench/search_quality.py,
+bench/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -9,19 +21,19 @@ import math
 import re
 import weakref
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import apsw
 
-from . import records, vectors
+from . import lifecycle, records, vectors
+from .db import read_snapshot
 from .errors import InvalidInput
 from .schema import query
 from .types import Filters, MemoryRecord, SearchHit
 
 MODES = ("hybrid", "vector", "text")
 FUSIONS = ("convex", "rrf")
-# The k1 and b of FTS5's own bm25(); other values are computed by `rescore`.
-FTS5_BM25 = (1.2, 0.75)
-# An FTS5 auxiliary function, registered with the tokenizer on each connection that rescores.
+# An FTS5 auxiliary function, registered with the tokenizer on each connection that scores text.
 FTS_TOTALS = "magray_fts_totals"
 _tokenizers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -71,14 +83,14 @@ class Ranking:
     The defaults were tuned on half of a conversational recall benchmark and checked on the other
     half (bench/recall_quality.py, bench/RESULTS.md)."""
 
-    # "convex": text_weight * bm25 min-max normalised over the text candidates (best 1; see fuse)
-    # + vector_weight * cosine similarity. Scores keep how far ahead the best matches are, which
-    # ranks alone lose; cosine stays raw because it is already on a fixed scale, so a list of
-    # weak vector matches is not stretched to look as good as a strong one.
+    # "convex": text_weight * text evidence (BM25 over the ideal match's, see the module's
+    # docstring) + vector_weight * cosine similarity: both on absolute scales, so a candidate's
+    # score does not depend on how weak the other candidates are.
     # "rrf": weighted reciprocal rank fusion, weight / (rrf_k + rank) from each list.
     fusion: str = "convex"
     text_weight: float = 0.5
     vector_weight: float = 0.5
+    text_power: float = 2.0
     rrf_k: float = 60.0
     # A memory of a conversation is often the answer to the one before it ("who was it?" "Matt"),
     # which alone matches none of the query's words: each memory passes a share of its text score
@@ -95,7 +107,7 @@ class Ranking:
     # Field weights for bm25(): content, title, tags.
     bm25_weights: tuple[float, float, float] = (1.0, 2.0, 2.0)
     # BM25's term-frequency saturation and length normalisation. FTS5's bm25() fixes k1 = 1.2,
-    # b = 0.75; other values re-score the best `rescore_depth` matches of bm25() (see rescore).
+    # b = 0.75; other values re-score the best `rescore_depth` matches of bm25() (see TextScorer).
     # A low b suits short texts such as conversation turns: with b = 0.75 a turn is punished
     # for saying one more thing.
     bm25_k1: float = 1.2
@@ -103,6 +115,11 @@ class Ranking:
     rescore_depth: int = 100
     recency_weight: float = 0.1
     use_weight: float = 0.05
+    # A vague time word ("recently", "lately") filters nothing; it multiplies recency_weight.
+    vague_recency_factor: float = 4.0
+    # The relevance floor: a memory whose fused relevance is below it is not returned, so that a
+    # question about something never stored returns nothing (min_score=0 in search: everything).
+    min_score: float = 0.134
     # Half-life of the recency bonus per layer, in days.
     half_life_days: tuple[tuple[str, float], ...] = (("interact", 1.0), ("insights", 30.0),
                                                      ("assets", 365.0))
@@ -111,23 +128,32 @@ class Ranking:
 DEFAULT_RANKING = Ranking()
 
 
+class TextHit(NamedTuple):
+    memory_id: int
+    bm25: float  # BM25 with the Ranking's k1, b and field weights (higher is better)
+    evidence: float  # bm25 over the ideal match's, at most 1 (see the module's docstring)
+
+
 def text_candidates(conn: apsw.Connection, text: str, filters: Filters, now: float, limit: int,
-                    ranking: Ranking = DEFAULT_RANKING) -> list[tuple[int, float]]:
-    """(memory id, bm25) best first."""
-    match = fts_query(text)
-    if match is None:
+                    ranking: Ranking = DEFAULT_RANKING, scorer: TextScorer | None = None) -> list[TextHit]:
+    """The best `limit` text matches, best first: FTS5's bm25() picks the best `rescore_depth`
+    from the index, which are then re-scored with the Ranking's BM25 and given their evidence."""
+    scorer = scorer or TextScorer(conn, query_words(text), ranking)
+    if not scorer.words:
         return []
+    match = fts_query_of(scorer.words)
     w_content, w_title, w_tags = ranking.bm25_weights
     weights = {"w_content": w_content, "w_title": w_title, "w_tags": w_tags}
-    custom = (ranking.bm25_k1, ranking.bm25_b) != FTS5_BM25
-    depth = max(limit, int(ranking.rescore_depth)) if custom else limit
+    depth = max(limit, int(ranking.rescore_depth))
     found = _from_index(conn, match, weights, filters, now, depth) if filters.is_empty() else None
     if found is None:
         params = records.filter_params(filters, now) | weights | {"match": match, "limit": depth}
         found = [(row[0], row[1]) for row in conn.execute(records.with_filter("search_text"), params)]
-    if not custom or not found:
-        return found
-    return rescore(conn, query_words(text), found, ranking)[:limit]
+    if not found:
+        return []
+    order = {memory_id: i for i, (memory_id, _) in enumerate(found)}
+    hits = scorer.score(list(order))
+    return sorted(hits, key=lambda h: (-h.bm25, order[h.memory_id]))[:limit]
 
 
 def _from_index(conn: apsw.Connection, match: str, weights: dict[str, float], filters: Filters,
@@ -141,47 +167,70 @@ def _from_index(conn: apsw.Connection, match: str, weights: dict[str, float], fi
     return found[:depth] if len(found) >= depth or len(rows) < fetch else None
 
 
-def rescore(conn: apsw.Connection, words: list[str], found: list[tuple[int, float]],
-            ranking: Ranking) -> list[tuple[int, float]]:
-    """`found` (memory id, bm25()) re-scored by BM25 with the ranking's k1 and b, best first
-    (ties keep their order in `found`).
+class TextScorer:
+    """BM25 of one query's words with the Ranking's k1, b and field weights, for any memory, and
+    its text evidence.
 
-    The same formula as FTS5's bm25() (idf over the whole table, length = tokens in all columns,
-    column weights multiply term frequency), computed from the candidates' text: asking FTS5
-    for each candidate's statistics would re-run the full-text query once per candidate
-    (~0.1 ms each, measured), while tokenising a short text with FTS5's own tokenizer costs
-    a few microseconds."""
-    tokenize = _tokenizer(conn)
-    phrases = [tokenize(w.encode("utf-8"), apsw.FTS5_TOKENIZE_QUERY, None, include_offsets=False,
-                        include_colocated=False) for w in words]
-    totals = conn.execute(
-        f"SELECT {FTS_TOTALS}(memories_fts) FROM memories_fts WHERE memories_fts MATCH ? LIMIT 1",
-        (fts_query_of(words),)).fetchone()
-    if totals is None:  # the candidates were deleted since
-        return []
-    rows, tokens = map(int, totals[0].split())
-    average = tokens / max(rows, 1)
-    idfs = []
-    for word in words:
-        hits = conn.execute("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?",
-                            (fts_query_of([word]),)).fetchone()[0]
-        idfs.append(max(math.log((rows - hits + 0.5) / (hits + 0.5)), 1e-6))
-    k1, b = ranking.bm25_k1, ranking.bm25_b
-    order = {memory_id: i for i, (memory_id, _) in enumerate(found)}
-    scored = []
-    for memory_id, *columns in conn.execute(
-            "SELECT id, content, coalesce(title, ''), tags_text FROM memories "
-            "WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(order)),)):
-        column_tokens = [tokenize(c.encode("utf-8"), apsw.FTS5_TOKENIZE_DOCUMENT, None,
-                                  include_offsets=False, include_colocated=False) for c in columns]
-        norm = k1 * (1 - b + b * sum(map(len, column_tokens)) / average) if average else k1
-        score = 0.0
-        for phrase, idf in zip(phrases, idfs):
-            freq = sum(weight * _occurrences(phrase, toks)
-                       for weight, toks in zip(ranking.bm25_weights, column_tokens))
-            score += idf * freq * (k1 + 1) / (freq + norm)
-        scored.append((memory_id, -score))
-    return sorted(scored, key=lambda h: (h[1], order[h[0]]))
+    FTS5's bm25() formula (length = tokens in all columns, column weights multiply term
+    frequency) with Lucene's idf, log(1 + (N - n + 0.5) / (n + 0.5)), which stays positive: with
+    FTS5's, a word held by half the memories or more weighs nothing, so in a small file a memory
+    matching the query's words could have no text evidence at all. Computed from the memories'
+    text: asking FTS5
+    for each memory's statistics would re-run the full-text query once per memory (~0.1 ms
+    each, measured), while tokenising a short text with FTS5's own tokenizer costs a few
+    microseconds.
+
+    The ideal match holds each word once and has the average length, so each word adds
+    idf * (k1 + 1) / (1 + k1) = idf to its score: the ideal is the sum of the idfs."""
+
+    def __init__(self, conn: apsw.Connection, words: list[str], ranking: Ranking) -> None:
+        self.conn, self.ranking = conn, ranking
+        self.tokenize = _tokenizer(conn)
+        phrases = [self.tokenize(w.encode("utf-8"), apsw.FTS5_TOKENIZE_QUERY, None, include_offsets=False,
+                                 include_colocated=False) for w in words]
+        self.words = [w for w, phrase in zip(words, phrases) if phrase]
+        self.phrases = [phrase for phrase in phrases if phrase]
+        self.idfs: list[float] = []
+        self.average = 0.0
+        if not self.words:
+            return
+        totals = conn.execute(
+            f"SELECT {FTS_TOTALS}(memories_fts) FROM memories_fts WHERE memories_fts MATCH ? LIMIT 1",
+            (fts_query_of(self.words),)).fetchone()
+        # With no match at all, the table's size still sets the words' (high) idf.
+        rows, tokens = map(int, totals[0].split()) if totals else (self._row_count(), 0)
+        self.average = tokens / max(rows, 1)
+        for word in self.words:
+            hits = conn.execute("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?",
+                                (fts_query_of([word]),)).fetchone()[0]
+            self.idfs.append(math.log(1 + (rows - hits + 0.5) / (hits + 0.5)))
+
+    def _row_count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM memories_fts").fetchone()[0]
+
+    @property
+    def ideal(self) -> float:
+        return sum(self.idfs)
+
+    def score(self, memory_ids: list[int]) -> list[TextHit]:
+        """The BM25 and evidence of each memory (0 for one that holds none of the words)."""
+        if not self.idfs or not memory_ids:
+            return [TextHit(m, 0.0, 0.0) for m in memory_ids]
+        k1, b = self.ranking.bm25_k1, self.ranking.bm25_b
+        scored = []
+        for memory_id, *columns in self.conn.execute(
+                "SELECT id, content, coalesce(title, ''), tags_text FROM memories "
+                "WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(memory_ids),)):
+            column_tokens = [self.tokenize(c.encode("utf-8"), apsw.FTS5_TOKENIZE_DOCUMENT, None,
+                                           include_offsets=False, include_colocated=False) for c in columns]
+            norm = k1 * (1 - b + b * sum(map(len, column_tokens)) / self.average) if self.average else k1
+            total = 0.0
+            for phrase, idf in zip(self.phrases, self.idfs):
+                freq = sum(weight * _occurrences(phrase, toks)
+                           for weight, toks in zip(self.ranking.bm25_weights, column_tokens))
+                total += idf * freq * (k1 + 1) / (freq + norm)
+            scored.append(TextHit(memory_id, total, min(total / self.ideal, 1.0)))
+        return scored
 
 
 def _occurrences(phrase: list[str], tokens: list[str]) -> int:
@@ -251,54 +300,38 @@ def visible(conn: apsw.Connection, ids: list[int], filters: Filters, now: float)
 
 
 def _part(parts: dict[int, dict], memory_id: int) -> dict:
-    return parts.setdefault(memory_id, {"text_rank": None, "bm25": None, "text_score": None,
-                                        "vector_rank": None, "similarity": None, "context": None,
-                                        "fused": 0.0})
+    return parts.setdefault(memory_id, {"text_rank": None, "bm25": None, "text_evidence": None,
+                                        "text_score": None, "vector_rank": None, "similarity": None,
+                                        "context": None, "fused": 0.0})
 
 
-def score(conn: apsw.Connection, text: list[tuple[int, float]], vector: list[tuple[int, float]],
-          filters: Filters, now: float, pool: int,
+def score(conn: apsw.Connection, text: list[TextHit], vector: list[tuple[int, float]],
+          filters: Filters, now: float,
           ranking: Ranking = DEFAULT_RANKING) -> dict[int, dict[str, float | int | None]]:
-    """The relevance of each candidate (and of the neighbours they lift), from the candidate
-    lists of at most `pool` memories each."""
-    parts = fuse(text, vector, ranking, text_complete=len(text) < pool)
+    """The relevance of each candidate (and of the neighbours they lift)."""
+    parts = fuse(text, vector, ranking)
     spread(conn, parts, filters, now, ranking)
     return parts
 
 
-def fuse(text: list[tuple[int, float]], vector: list[tuple[int, float]],
-         ranking: Ranking = DEFAULT_RANKING, *,
-         text_complete: bool = False) -> dict[int, dict[str, float | int | None]]:
-    """One relevance score per memory from the text and vector lists (see Ranking.fusion).
-    `text_complete`: the text list holds every memory that matches any word (it was not cut at
-    the pool size), so the memories left out score 0 and bm25 is scaled from 0, not from the
-    weakest match listed."""
+def fuse(text: list[TextHit], vector: list[tuple[int, float]],
+         ranking: Ranking = DEFAULT_RANKING) -> dict[int, dict[str, float | int | None]]:
+    """One relevance score per memory from the text and vector lists (see Ranking.fusion)."""
     if ranking.fusion not in FUSIONS:
         raise InvalidInput(f"unknown fusion {ranking.fusion!r}: use {' or '.join(FUSIONS)}")
+    convex = ranking.fusion == "convex"
     parts: dict[int, dict[str, float | int | None]] = {}
-    # bm25() is lower for better matches.
-    text_scores = _min_max([-bm25 for _, bm25 in text], floor=0.0 if text_complete else None)
-    for rank, ((memory_id, bm25), norm) in enumerate(zip(text, text_scores), start=1):
-        p = _part(parts, memory_id)
-        p["text_rank"], p["bm25"] = rank, round(bm25, 6)
-        p["text_score"] = ranking.text_weight * (norm if ranking.fusion == "convex"
+    for rank, hit in enumerate(text, start=1):
+        p = _part(parts, hit.memory_id)
+        p["text_rank"], p["bm25"], p["text_evidence"] = rank, round(hit.bm25, 6), round(hit.evidence, 6)
+        p["text_score"] = ranking.text_weight * (hit.evidence ** ranking.text_power if convex
                                                  else 1 / (ranking.rrf_k + rank))
         p["fused"] += p["text_score"]
     for rank, (memory_id, sim) in enumerate(vector, start=1):
         p = _part(parts, memory_id)
         p["vector_rank"], p["similarity"] = rank, round(sim, 6)
-        p["fused"] += ranking.vector_weight * (max(sim, 0.0) if ranking.fusion == "convex"
-                                               else 1 / (ranking.rrf_k + rank))
+        p["fused"] += ranking.vector_weight * (max(sim, 0.0) if convex else 1 / (ranking.rrf_k + rank))
     return parts
-
-
-def _min_max(values: list[float], floor: float | None = None) -> list[float]:
-    """Scaled to [0, 1] from `floor` (default: the lowest value) to the highest; all 1 when they
-    are equal (one hit is a full match)."""
-    if not values:
-        return []
-    low, high = min(values) if floor is None else floor, max(values)
-    return [(v - low) / (high - low) if high > low else 1.0 for v in values]
 
 
 def spread(conn: apsw.Connection, parts: dict[int, dict], filters: Filters, now: float,
@@ -326,14 +359,60 @@ def spread(conn: apsw.Connection, parts: dict[int, dict], filters: Filters, now:
         p["fused"] = lifted
 
 
+def find(conn: apsw.Connection, text: str, query_vec, generation: int | None, filters: Filters,
+         now: float, k: int, mode: str, ranking: Ranking = DEFAULT_RANKING,
+         min_score: float = 0.0) -> list[SearchHit]:
+    """The best `k` memories for `text` (and its vector, None for none), in one read snapshot."""
+    pool = max(k * 5, 50)
+    text_hits: list[TextHit] = []
+    vector_hits: list[tuple[int, float]] = []
+    with read_snapshot(conn):
+        if mode in ("text", "hybrid"):
+            scorer = TextScorer(conn, query_words(text), ranking)
+            text_hits = text_candidates(conn, text, filters, now, pool, ranking, scorer)
+        if query_vec is not None and generation is not None:
+            vector_hits = vector_candidates(conn, generation, query_vec, filters, now, pool)
+        if mode == "hybrid" and vector_hits:
+            text_hits, vector_hits = _complete(conn, generation, query_vec, scorer, text_hits, vector_hits)
+        parts = score(conn, text_hits, vector_hits, filters, now, ranking)
+        # A near-duplicate alias stands for the memory it was merged into, which must itself
+        # pass the filter (live, unexpired, in scope) to be returned.
+        parts = lifecycle.fold_parts(conn, parts)
+        allowed = visible(conn, list(parts), filters, now)
+        parts = {memory_id: p for memory_id, p in parts.items() if memory_id in allowed}
+        found = records.get_many(conn, list(parts))
+    return rank(found, parts, now, k, ranking, min_score)
+
+
+def _complete(conn: apsw.Connection, generation: int, query_vec, scorer: TextScorer,
+              text_hits: list[TextHit], vector_hits: list[tuple[int, float]]
+              ) -> tuple[list[TextHit], list[tuple[int, float]]]:
+    """Both kinds of evidence for every candidate: the cosine of each text match that was not
+    among the nearest vectors, the text evidence of each vector match that was not among the
+    best text matches. Otherwise a memory found by one side would score 0 on the other, however
+    close it is, only because the other's list was cut (a hybrid would lose to its own parts)."""
+    in_text = {h.memory_id for h in text_hits}
+    in_vector = {memory_id for memory_id, _ in vector_hits}
+    no_cosine = [h.memory_id for h in text_hits if h.memory_id not in in_vector]
+    no_text = [memory_id for memory_id, _ in vector_hits if memory_id not in in_text]
+    if no_cosine:
+        rows = vectors.exact(conn, generation, query_vec, no_cosine, len(no_cosine) * 64)
+        vector_hits = sorted(vector_hits + _best_per_memory(rows, None), key=lambda h: -h[1])
+    if no_text:
+        found = [h for h in scorer.score(no_text) if h.bm25 > 0]
+        text_hits = sorted(text_hits + found, key=lambda h: -h.bm25)
+    return text_hits, vector_hits
+
+
 def rank(records_by_id: dict[int, MemoryRecord], parts: dict[int, dict], now: float, k: int,
-         ranking: Ranking = DEFAULT_RANKING) -> list[SearchHit]:
-    """Fused relevance, lifted a little by recency (per-layer half-life) and by use."""
+         ranking: Ranking = DEFAULT_RANKING, min_score: float = 0.0) -> list[SearchHit]:
+    """Fused relevance, lifted a little by recency (per-layer half-life) and by use; memories
+    whose relevance is below `min_score` (or nothing at all) are left out."""
     half_lives = dict(ranking.half_life_days)
     hits = []
     for memory_id, p in parts.items():
         record = records_by_id.get(memory_id)
-        if record is None:
+        if record is None or p["fused"] <= 0 or p["fused"] < min_score:
             continue
         age_days = max(0.0, now - record.created_at) / 86400.0
         recency = 0.5 ** (age_days / half_lives.get(record.layer, 30.0))

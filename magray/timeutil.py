@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 
+from . import timephrases
 from .errors import InvalidInput
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -19,15 +20,21 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
 
 
-def parse_when(text: str, now: float) -> float:
-    """An ISO date or date-time (UTC unless it says otherwise), or a duration meaning 'that long ago'."""
+def parse_when(text: str, now: float, tz: tzinfo | str | None = None, *, end: bool = False) -> float:
+    """An ISO date or date-time (UTC unless it says otherwise), a span meaning 'that long ago'
+    ('7d'), or a time phrase ('yesterday', 'last week', '10 minutes ago') read in the zone `tz`
+    (default: the local one): the start of the period it names, or its end when `end`."""
     text = str(text).strip()
     if _DURATION.match(text):
         return now - parse_duration(text)
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInput(f"bad time {text!r}: use an ISO date like 2026-05-01 or a span like 7d") from None
+        point = timephrases.resolve_point(text, now, timephrases.zone(tz), end=end) if text else None
+        if point is None:
+            raise InvalidInput(f"bad time {text!r}: use an ISO date like 2026-05-01, a span like 7d, "
+                               "or a phrase like 'last week'") from None
+        return point
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return when.timestamp()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .timeutil import iso
@@ -21,6 +21,14 @@ class Filters:
     since: float | None = None  # created_at >= since
     until: float | None = None  # created_at < until
     include_expired: bool = False
+
+    def narrowed(self, since: float | None, until: float | None) -> Filters:
+        """These filters with the time window [since, until) intersected into them."""
+        if since is not None and (self.since is None or since > self.since):
+            self = replace(self, since=since)
+        if until is not None and (self.until is None or until < self.until):
+            self = replace(self, until=until)
+        return self
 
     def is_empty(self) -> bool:
         return not (self.layers or self.tags or self.project is not None or self.session is not None

@@ -110,7 +110,8 @@ def test_a_query_longer_than_the_model_window_still_searches(mem):
     mem.add("Tomatoes want full sun and deep watering", layer="assets")
     long_query = "how should I grow tomatoes in my garden " * 120
     for mode in ("vector", "hybrid"):
-        assert mem.search(long_query, mode=mode, touch=False)[0].memory.content.startswith("Tomatoes")
+        hits = mem.search(long_query, mode=mode, touch=False, min_score=0)
+        assert hits[0].memory.content.startswith("Tomatoes")
 
 
 def test_restore_works_over_a_file_with_damaged_vectors(db_path, model_path, tmp_path):

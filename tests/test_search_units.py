@@ -63,22 +63,39 @@ def test_only_stopwords_are_kept_when_nothing_else_is_left():
     assert search.fts_query("!!! ...") is None
 
 
-def test_convex_fusion_scores():
-    text = [(1, -9.0), (2, -5.0), (3, -1.0)]  # bm25: lower is better
+def hit(memory_id: int, evidence: float) -> search.TextHit:
+    return search.TextHit(memory_id, evidence * 10, evidence)
+
+
+def test_convex_fusion_adds_text_evidence_and_cosine_on_their_own_scales():
+    text = [hit(1, 0.9), hit(2, 0.5), hit(3, 0.1)]
     vector = [(2, 0.8), (4, 0.4)]
-    ranking = search.Ranking(fusion="convex", text_weight=0.5, vector_weight=0.5)
+    ranking = search.Ranking(fusion="convex", text_weight=0.5, vector_weight=0.5, text_power=1.0)
     parts = search.fuse(text, vector, ranking)
-    assert parts[1]["fused"] == pytest.approx(0.5)
+    assert parts[1]["fused"] == pytest.approx(0.5 * 0.9)
     assert parts[2]["fused"] == pytest.approx(0.5 * 0.5 + 0.5 * 0.8)
-    assert parts[3]["fused"] == pytest.approx(0.0)
+    assert parts[3]["fused"] == pytest.approx(0.5 * 0.1)
     assert parts[4]["fused"] == pytest.approx(0.5 * 0.4)
-    # One text hit is a full match, not a division by zero.
-    assert search.fuse([(7, -3.0)], [], ranking)[7]["fused"] == pytest.approx(0.5)
+    # A weak match alone stays weak: its score does not depend on the other candidates.
+    assert search.fuse([hit(7, 0.1)], [], ranking)[7]["fused"] == pytest.approx(0.05)
+
+
+def test_one_common_word_never_outweighs_a_strong_meaning_match():
+    # One query word of five, and a common one: a small share of the query's evidence.
+    common_word = hit(1, 0.2)
+    parts = search.fuse([common_word], [(1, 0.25), (2, 0.55)])
+    assert parts[2]["fused"] > parts[1]["fused"]
+
+
+def test_a_match_on_the_rare_words_of_a_question_still_wins():
+    rare_words = hit(1, 0.8)
+    parts = search.fuse([rare_words], [(1, 0.35), (2, 0.55)])
+    assert parts[1]["fused"] > parts[2]["fused"]
 
 
 def test_rrf_fusion_is_still_available():
     ranking = search.Ranking(fusion="rrf", rrf_k=60.0, text_weight=1.0, vector_weight=1.0)
-    parts = search.fuse([(1, -2.0)], [(1, 0.5)], ranking)
+    parts = search.fuse([hit(1, 0.2)], [(1, 0.5)], ranking)
     assert parts[1]["fused"] == pytest.approx(2 / 61)
     with pytest.raises(InvalidInput):
         search.fuse([], [], search.Ranking(fusion="mean"))
@@ -135,27 +152,57 @@ def bm25_memory(mem):
 
 @pytest.mark.parametrize("query", ["cafe", "café e-mail", "it's lovely", "lovely cake Melanie",
                                    "notes email", "downtown", "O'Brien cafe"])
-def test_rescore_with_fts5_parameters_is_bm25(bm25_memory, query):
-    """The Python BM25 (own tokenising of the candidates, column weights, multi-token phrases)
-    gives exactly FTS5's bm25() at its k1 and b, so other k1 and b change only what they mean."""
+def test_text_scores_rank_like_fts5_bm25_on_its_matches(bm25_memory, query):
+    """The Python BM25 (own tokenising, column weights, multi-token phrases) scores exactly the
+    memories FTS5 matches, all of them above 0."""
     conn = bm25_memory.connection
-    fts5 = search.Ranking(bm25_k1=1.2, bm25_b=0.75)
-    found = search.text_candidates(conn, query, Filters(), 0.0, 50, fts5)  # bm25() in C
-    assert found
-    again = search.rescore(conn, search.query_words(query), found, fts5)
-    assert [m for m, _ in again] == [m for m, _ in found]
-    assert [s for _, s in again] == pytest.approx([s for _, s in found], rel=1e-12)
+    in_c = {r[0] for r in conn.execute("SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?",
+                                       (search.fts_query(query),))}
+    found = search.text_candidates(conn, query, Filters(), 0.0, 50)
+    assert {h.memory_id for h in found} == in_c and all(h.bm25 > 0 for h in found)
+    assert [h.bm25 for h in found] == sorted((h.bm25 for h in found), reverse=True)
+
+
+def test_bm25_by_hand_on_a_tiny_file(mem):
+    """Two memories; "cafe" in one: idf = log(1 + (2 - 1 + 0.5) / (1 + 0.5)) = log 2, and with
+    b = 0 a single occurrence scores idf * (k1 + 1) / (1 + k1) = idf."""
+    import math
+
+    first = mem.add("the cafe", layer="assets").id
+    mem.add("a bakery", layer="assets")
+    flat = search.Ranking(bm25_b=0.0)
+    (hit,) = search.text_candidates(mem.connection, "cafe", Filters(), 0.0, 10, flat)
+    assert hit.memory_id == first and hit.bm25 == pytest.approx(math.log(2)) and hit.evidence == pytest.approx(1.0)
+
+
+def test_text_evidence_is_the_share_of_the_ideal_match(bm25_memory):
+    """A memory holding every query word once, at the average length, scores the sum of the
+    words' idf: evidence 1. One word of two is about half, whatever the other candidates."""
+    conn = bm25_memory.connection
+    flat = search.Ranking(bm25_b=0.0, bm25_weights=(1.0, 1.0, 1.0))
+    both = {h.memory_id: h for h in search.text_candidates(conn, "painting pottery", Filters(), 0.0, 50, flat)}
+    assert both[bm25_memory.ids[2]].evidence == pytest.approx(1.0)
+    one = {h.memory_id: h for h in search.text_candidates(conn, "pottery zeppelin", Filters(), 0.0, 50, flat)}
+    # "zeppelin" is in no memory: it keeps its full (higher) idf in the ideal, so "pottery" alone
+    # is less than half of the query's evidence.
+    import math
+
+    rows = len(BM25_TEXTS)
+    pottery, zeppelin = math.log(1 + (rows - 1 + 0.5) / 1.5), math.log(1 + (rows + 0.5) / 0.5)
+    assert one[bm25_memory.ids[2]].evidence == pytest.approx(pottery / (pottery + zeppelin))
+    assert one[bm25_memory.ids[2]].evidence < 0.5
+    assert all(0.0 < h.evidence <= 1.0 for h in both.values())
 
 
 def test_b_sets_how_much_a_longer_text_is_punished(bm25_memory):
     short, long = bm25_memory.ids[1], bm25_memory.ids[2]  # "cafe" once in each
 
     def scores(b: float) -> dict[int, float]:
-        return dict(search.text_candidates(bm25_memory.connection, "cafe", Filters(), 0.0, 50,
-                                           search.Ranking(bm25_b=b)))
+        return {h.memory_id: h.bm25 for h in search.text_candidates(
+            bm25_memory.connection, "cafe", Filters(), 0.0, 50, search.Ranking(bm25_b=b))}
 
     full = scores(0.75)
-    assert full[short] < full[long]  # lower is better
+    assert full[short] > full[long]  # higher is better
     none = scores(0.0)
     assert none[short] == pytest.approx(none[long])
     # Then only frequency counts (a title or tag hit counting twice): 2 + 2 + 2, then 3.

@@ -34,12 +34,13 @@ def _ttl(text: str | None) -> float | None:
     return 0.0 if text.strip() == "0" else parse_duration(text)
 
 
-def filters_from(args: argparse.Namespace, now: float) -> Filters:
+def filters_from(args: argparse.Namespace, mem: Memory) -> Filters:
+    now = mem.now()
     return Filters(
         layers=tuple(args.layers or ()), tags=tuple(args.tags or ()), project=args.project,
         session=args.session,
-        since=parse_when(args.since, now) if args.since else None,
-        until=parse_when(args.until, now) if args.until else None,
+        since=parse_when(args.since, now, mem.timezone) if args.since else None,
+        until=parse_when(args.until, now, mem.timezone, end=True) if args.until else None,
         include_expired=args.include_expired,
     )
 
@@ -84,11 +85,12 @@ def cmd_get(mem: Memory, args: argparse.Namespace) -> Any:
 
 
 def cmd_list(mem: Memory, args: argparse.Namespace) -> Any:
-    return mem.list(filters_from(args, mem.now()), limit=args.limit, offset=args.offset)
+    return mem.list(filters_from(args, mem), limit=args.limit, offset=args.offset)
 
 
 def cmd_search(mem: Memory, args: argparse.Namespace) -> Any:
-    return mem.search(args.query, k=args.k, mode=args.mode, filters=filters_from(args, mem.now()))
+    return mem.search(args.query, k=args.k, mode=args.mode, filters=filters_from(args, mem),
+                      min_score=0.0 if args.all else args.min_score, time_phrases=not args.literal)
 
 
 def cmd_update(mem: Memory, args: argparse.Namespace) -> Any:

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             _render(command, result, args)
         else:
             with Memory.open(args.db, profile=args.profile, model=args.model, device=args.device,
-                             create=command in commands.CREATES_FILE) as mem:
+                             create=command in commands.CREATES_FILE, timezone=args.tz) as mem:
                 result = handler(mem, args)
                 _render(command, result, args)
         return EXIT_UNHEALTHY if getattr(result, "healthy", True) is False else EXIT_OK

@@ -42,6 +42,9 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
                         help="embedding model (default: $MAGRAY_MODEL or the file's bound model)")
     common.add_argument("--device", choices=("auto", "cpu", "gpu"), default=default("auto"),
                         help="where llama.cpp runs the model (default: auto, GPU when the build has it)")
+    common.add_argument("--tz", metavar="ZONE", default=default(None),
+                        help="time zone that time phrases are read in, e.g. Europe/Amsterdam "
+                             "(default: $MAGRAY_TZ or the system's)")
     common.add_argument("-v", "--verbose", action="count", default=default(0),
                         help="log more (-v info, -vv debug) on stderr")
     common.add_argument("-q", "--quiet", action="store_true", default=default(False),
@@ -57,8 +60,10 @@ def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", action="append", dest="tags", metavar="TAG", help="only memories with this tag; repeatable (all must match)")
     p.add_argument("--project", help="only this project")
     p.add_argument("--session", help="only this session")
-    p.add_argument("--since", metavar="WHEN", help="created at or after: ISO date/time, or a span ago (24h, 7d)")
-    p.add_argument("--until", metavar="WHEN", help="created before: ISO date/time, or a span ago")
+    p.add_argument("--since", metavar="WHEN", help="created at or after: ISO date/time, a span ago (24h, 7d), "
+                   "or a phrase ('last week', 'in September': from its start)")
+    p.add_argument("--until", metavar="WHEN", help="created before: ISO date/time, a span ago, or a phrase "
+                   "('yesterday': up to its end)")
     p.add_argument("--include-expired", action="store_true", help="also show memories past their expiry")
 
 
@@ -121,12 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(subs, "search", "find memories by meaning and words (hybrid by default)",
              '  magray search "what theme does the user like?"\n'
-             '  magray search "deploy day" --mode text --project infra --explain\n', common)
+             '  magray search "deploy day" --mode text --project infra --explain\n'
+             '  magray search "what did the dentist say last month?"\n', common)
     p.add_argument("query")
     _filters(p)
     p.add_argument("-k", "--limit", type=int, default=10, dest="k", help="results (default: 10)")
     p.add_argument("--mode", choices=("hybrid", "vector", "text"), default="hybrid")
-    p.add_argument("--explain", action="store_true", help="show each result's component scores")
+    p.add_argument("--explain", action="store_true", help="show each result's component scores and the time window")
+    p.add_argument("--all", action="store_true", help="no relevance floor: list every match, however weak")
+    p.add_argument("--min-score", type=float, metavar="X", help="relevance floor (default: the calibrated one)")
+    p.add_argument("--literal", action="store_true",
+                   help="search time phrases as words instead of turning them into a time window")
 
     p = _sub(subs, "update", "change a memory's content or fields",
              '  magray update 42 "Deploys go out on Thursdays now"\n  magray update 42 --importance 0.9 --meta owner=ana\n', common)

@@ -65,16 +65,29 @@ def _memory_block(m: MemoryRecord) -> str:
 
 def _search(hits: list[SearchHit], explain: bool) -> str:
     if not hits:
-        return "no matches"
+        return "no memory matches"
     out = []
+    window = hits[0].parts.get("window")
+    if window:
+        out.append(_window_line(window))
     for h in hits:
         out.append(f"{h.memory.id:>6}  {h.score:.4f}  {h.memory.layer:<8} {_one_line(h.memory.content, 80)}")
         if explain:
             p = h.parts
-            out.append(f"        text rank {p.get('text_rank')} (bm25 {p.get('bm25')}), vector rank "
-                       f"{p.get('vector_rank')} (cosine {p.get('similarity')}), fused {p.get('fused')}, "
+            out.append(f"        text rank {p.get('text_rank')} (bm25 {p.get('bm25')}, evidence "
+                       f"{p.get('text_evidence')}), vector rank {p.get('vector_rank')} (cosine "
+                       f"{p.get('similarity')}), context {p.get('context')}, fused {p.get('fused')}, "
                        f"recency {p.get('recency')}, use {p.get('use')}")
     return "\n".join(out)
+
+
+def _window_line(window: dict) -> str:
+    if window.get("vague"):
+        return f"time: {window['phrase']!r} prefers newer memories"
+    span = f"{window.get('since') or 'the beginning'} to {window.get('until') or 'now'}"
+    if window.get("applied"):
+        return f"time: {window['phrase']!r} = {span}"
+    return f"time: nothing matched in {window['phrase']!r} ({span}); searched all times"
 
 
 def _status(s: Status) -> str:

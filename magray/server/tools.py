@@ -41,8 +41,10 @@ FILTERS_SCHEMA: dict[str, Any] = {
         "project": _TEXT | {"description": "only memories of this project"},
         "session": _TEXT | {"description": "only memories of this session"},
         "since": _TEXT | {"description": "only memories created at or after this time: an ISO date or "
-                                         "date-time (2026-05-01, 2026-05-01T09:30Z) or a span ago (30m, 24h, 7d)"},
-        "until": _TEXT | {"description": "only memories created before this time (same formats as since)"},
+                                         "date-time (2026-05-01, 2026-05-01T09:30Z), a span ago (30m, 24h, 7d) "
+                                         "or a phrase ('last week', 'in September')"},
+        "until": _TEXT | {"description": "only memories created before this time (same formats as since; "
+                                         "a phrase counts up to its end: 'yesterday' includes yesterday)"},
         "include_expired": {"type": "boolean", "default": False,
                             "description": "also consider memories past their expiry"},
     },
@@ -68,13 +70,13 @@ class ToolSpec:
 
 # -- conversions ---------------------------------------------------------------------------------
 
-def filters_from(raw: Mapping[str, Any] | None, now: float) -> Filters:
-    raw = raw or {}
+def filters_from(raw: Mapping[str, Any] | None, mem: Memory) -> Filters:
+    raw, now = raw or {}, mem.now()
     return Filters(
         layers=tuple(raw.get("layers") or ()), tags=tuple(raw.get("tags") or ()),
         project=raw.get("project"), session=raw.get("session"),
-        since=parse_when(raw["since"], now) if raw.get("since") else None,
-        until=parse_when(raw["until"], now) if raw.get("until") else None,
+        since=parse_when(raw["since"], now, mem.timezone) if raw.get("since") else None,
+        until=parse_when(raw["until"], now, mem.timezone, end=True) if raw.get("until") else None,
         include_expired=bool(raw.get("include_expired", False)),
     )
 
@@ -116,8 +118,12 @@ def _remember(mem: Memory, a: Mapping[str, Any]) -> dict[str, Any]:
 
 def _recall(mem: Memory, a: Mapping[str, Any]) -> dict[str, Any]:
     hits = mem.search(a["query"], k=int(a.get("k", 5)), mode=a.get("mode", "hybrid"),
-                      filters=filters_from(a.get("filters"), mem.now()))
-    return {"results": [hit_data(h) for h in hits], "count": len(hits)}
+                      filters=filters_from(a.get("filters"), mem), min_score=0.0 if a.get("all") else None)
+    result: dict[str, Any] = {"results": [hit_data(h) for h in hits], "count": len(hits)}
+    if not hits:
+        result["message"] = ("no memory matches: nothing stored answers this query "
+                             "(all=true lists the weak matches too)")
+    return result
 
 
 def _get(mem: Memory, a: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,7 +142,7 @@ def _promote(mem: Memory, a: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _list_recent(mem: Memory, a: Mapping[str, Any]) -> dict[str, Any]:
-    found = mem.list(filters_from(a.get("filters"), mem.now()), limit=int(a.get("limit", 10)))
+    found = mem.list(filters_from(a.get("filters"), mem), limit=int(a.get("limit", 10)))
     return {"memories": [memory_data(m) for m in found], "count": len(found)}
 
 
@@ -167,7 +173,9 @@ TOOLS: tuple[ToolSpec, ...] = (
         "recall", "Recall memories",
         "Find the stored memories most relevant to a query, best first. The default hybrid mode "
         "matches both meaning (a paraphrase finds the memory) and exact words; use mode=text for "
-        "exact names or codes. Returns id, content, layer and score (with its parts) per memory.",
+        "exact names or codes. A time phrase in the query ('last week', 'in September') limits it to "
+        "memories stored then. Returns id, content, layer and score (with its parts) per memory; an "
+        "empty list when nothing stored answers the query.",
         _schema({
             "query": {"type": "string", "minLength": 1, "maxLength": 10_000,
                       "description": "what to look for, in natural language"},
@@ -175,6 +183,8 @@ TOOLS: tuple[ToolSpec, ...] = (
                   "description": f"how many memories to return (1-{MAX_K})"},
             "mode": {"type": "string", "enum": ["hybrid", "vector", "text"], "default": "hybrid",
                      "description": "hybrid = meaning + words (best in general); vector = meaning only; text = words only"},
+            "all": {"type": "boolean", "default": False,
+                    "description": "also return weak matches below the relevance floor"},
             "filters": FILTERS_SCHEMA,
         }, ("query",)),
         _recall, writes=True, read_only=True),
