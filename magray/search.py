@@ -91,6 +91,7 @@ class Ranking:
     text_weight: float = 0.5
     vector_weight: float = 0.5
     text_power: float = 2.0
+    single_word_share: float = 0.5
     rrf_k: float = 60.0
     # A memory of a conversation is often the answer to the one before it ("who was it?" "Matt"),
     # which alone matches none of the query's words: each memory passes a share of its text score
@@ -132,6 +133,8 @@ class TextHit(NamedTuple):
     memory_id: int
     bm25: float  # BM25 with the Ranking's k1, b and field weights (higher is better)
     evidence: float  # bm25 over the ideal match's, at most 1 (see the module's docstring)
+    matched: int = 1  # how many of the query's words the memory holds
+    words: int = 1  # how many words the query has
 
 
 def text_candidates(conn: apsw.Connection, text: str, filters: Filters, now: float, limit: int,
@@ -215,7 +218,7 @@ class TextScorer:
     def score(self, memory_ids: list[int]) -> list[TextHit]:
         """The BM25 and evidence of each memory (0 for one that holds none of the words)."""
         if not self.idfs or not memory_ids:
-            return [TextHit(m, 0.0, 0.0) for m in memory_ids]
+            return [TextHit(m, 0.0, 0.0, 0, len(self.phrases)) for m in memory_ids]
         k1, b = self.ranking.bm25_k1, self.ranking.bm25_b
         scored = []
         for memory_id, *columns in self.conn.execute(
@@ -224,12 +227,13 @@ class TextScorer:
             column_tokens = [self.tokenize(c.encode("utf-8"), apsw.FTS5_TOKENIZE_DOCUMENT, None,
                                            include_offsets=False, include_colocated=False) for c in columns]
             norm = k1 * (1 - b + b * sum(map(len, column_tokens)) / self.average) if self.average else k1
-            total = 0.0
+            total, matched = 0.0, 0
             for phrase, idf in zip(self.phrases, self.idfs):
                 freq = sum(weight * _occurrences(phrase, toks)
                            for weight, toks in zip(self.ranking.bm25_weights, column_tokens))
                 total += idf * freq * (k1 + 1) / (freq + norm)
-            scored.append(TextHit(memory_id, total, min(total / self.ideal, 1.0)))
+                matched += freq > 0
+            scored.append(TextHit(memory_id, total, min(total / self.ideal, 1.0), matched, len(self.phrases)))
         return scored
 
 
@@ -324,7 +328,7 @@ def fuse(text: list[TextHit], vector: list[tuple[int, float]],
     for rank, hit in enumerate(text, start=1):
         p = _part(parts, hit.memory_id)
         p["text_rank"], p["bm25"], p["text_evidence"] = rank, round(hit.bm25, 6), round(hit.evidence, 6)
-        p["text_score"] = ranking.text_weight * (hit.evidence ** ranking.text_power if convex
+        p["text_score"] = ranking.text_weight * (text_strength(hit, ranking) if convex
                                                  else 1 / (ranking.rrf_k + rank))
         p["fused"] += p["text_score"]
     for rank, (memory_id, sim) in enumerate(vector, start=1):
@@ -332,6 +336,15 @@ def fuse(text: list[TextHit], vector: list[tuple[int, float]],
         p["vector_rank"], p["similarity"] = rank, round(sim, 6)
         p["fused"] += ranking.vector_weight * (max(sim, 0.0) if convex else 1 / (ranking.rrf_k + rank))
     return parts
+
+
+def text_strength(hit: TextHit, ranking: Ranking = DEFAULT_RANKING) -> float:
+    """How much a text match counts in the fusion: its evidence to the power `text_power`, so
+    that a partial match counts much less than a full one (a third of the query: a ninth), and
+    a share `single_word_share` of that when it holds only one word of a query of several (one
+    shared word is as often a coincidence, glass for glasses, as a sign)."""
+    strength = hit.evidence ** ranking.text_power
+    return strength * ranking.single_word_share if hit.matched == 1 and hit.words > 1 else strength
 
 
 def spread(conn: apsw.Connection, parts: dict[int, dict], filters: Filters, now: float,

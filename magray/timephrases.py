@@ -110,19 +110,69 @@ def zone(name: str | tzinfo | None = None) -> tzinfo:
 def find_window(query: str, now: float, tz: tzinfo) -> tuple[str, Window | None]:
     """The query with its time phrase taken out, and the window the phrase names (None when it
     names none). A vague phrase ("recently") is taken out and returned as a window with no bounds."""
-    for match in _PHRASE.finditer(query):
-        kind = next(name for name in _KINDS if match.group(name))
-        if kind in _NEEDS_PREPOSITION and not _anchored(match, kind):
-            continue
+    matches = [m for m in _PHRASE.finditer(query)
+               if not (_kind(m) in _NEEDS_PREPOSITION and not _anchored(m, query))]
+    for i, match in enumerate(matches):
         span = _span(match, now, tz)
         if span is None:
             continue
-        since, until = _opened(match.group("prep"), span, now)
-        return _without(query, match.span()), Window(match.group(0).strip(), since, until)
+        found = (_between(query, match, matches[i + 1] if i + 1 < len(matches) else None, span, now, tz)
+                 or _around(query, match, span, tz))
+        if found:
+            (start, end), (since, until) = found
+        else:
+            (start, end), (since, until) = match.span(), _opened(match.group("prep"), span, now)
+        return _without(query, (start, end)), Window(query[start:end].strip(), since, until)
     vague = _VAGUE.search(query)
     if vague:
         return _without(query, vague.span()), Window(vague.group(0), None, None, vague=True)
     return query, None
+
+
+_BETWEEN_OPENING = re.compile(r"(?:between|from)\s+$", re.IGNORECASE)
+_BETWEEN_JOIN = re.compile(r"\s*(?:and|to|till|until|through|-)\s*", re.IGNORECASE)
+_DURATION_BEFORE = re.compile(rf"(?:(?:the|a|an)\s+|(?P<n>{_NUMBER})\s+)(?P<unit>{_UNIT})\s+$", re.IGNORECASE)
+
+
+def _between(query: str, first: re.Match, second: re.Match | None, span: tuple[float, float],
+             now: float, tz: tzinfo):
+    """"between August 11 and August 15 2023", "from May to July": [start of the first, end of the
+    second); the first takes the second's year when it names none. Returns ((start, end) of the
+    phrase in the query, (since, until)) or None."""
+    opening = _BETWEEN_OPENING.search(query, 0, first.start())
+    if second is None or opening is None or first.group("prep") or second.group("prep") \
+            or not _BETWEEN_JOIN.fullmatch(query, first.end(), second.start()):
+        return None
+    last = _span(second, now, tz)
+    year = re.search(_YEAR + "$", second.group("core"))
+    if year and not re.search(_YEAR, first.group("core")):
+        again = _PHRASE.fullmatch(f"{first.group('core')} {year.group(0)}")
+        span = _span(again, now, tz) if again else span
+    if last is None or span is None or last[1] <= span[0]:
+        return None
+    return (opening.start(), second.end()), (span[0], last[1])
+
+
+def _around(query: str, match: re.Match, span: tuple[float, float], tz: tzinfo):
+    """"the week before August 3, 2023", "two days after the party on May 2": the stretch that
+    long before (after) the date, the date's own day included, since what happened then is
+    often told on that day. Returns ((start, end) of the phrase, (since, until)) or None."""
+    preposition = (match.group("prep") or "").lower()
+    if preposition not in ("before", "after"):
+        return None
+    duration = _DURATION_BEFORE.search(query, 0, match.start())
+    if duration is None:
+        return None
+    n = _count(duration.group("n")) if duration.group("n") else 1.0
+    unit = _unit(duration.group("unit"))
+    length = n * (_UNIT_SECONDS.get(unit) or _UNIT_DAYS[unit] * 86400.0)
+    if preposition == "before":
+        return (duration.start(), match.end()), (span[0] - length, span[1])
+    return (duration.start(), match.end()), (span[0], span[1] + length)
+
+
+def _kind(match: re.Match) -> str:
+    return next(name for name in _KINDS if match.group(name))
 
 
 def resolve_point(text: str, now: float, tz: tzinfo, *, end: bool = False) -> float | None:
@@ -143,8 +193,12 @@ def resolve_point(text: str, now: float, tz: tzinfo, *, end: bool = False) -> fl
 _KINDS = ("iso", "range", "ago", "part", "season", "date", "month", "weekday", "relative", "year")
 
 
-def _anchored(match: re.Match, kind: str) -> bool:
-    if match.group("prep"):
+_RANGE_WORD = re.compile(r"(?:between|from|and|to|till|until|through)\s+$", re.IGNORECASE)
+
+
+def _anchored(match: re.Match, query: str) -> bool:
+    kind = _kind(match)
+    if match.group("prep") or _RANGE_WORD.search(query, 0, match.start()):
         return True
     if kind == "season":
         return bool(match.group("season_rel") or match.group("season_year"))
@@ -177,7 +231,7 @@ def _without(query: str, span: tuple[int, int]) -> str:
 def _span(match: re.Match, now: float, tz: tzinfo) -> tuple[float, float] | None:
     """[start, end) of the period the core expression names, in unix seconds."""
     here = datetime.fromtimestamp(now, tz).replace(tzinfo=None)
-    kind = next(name for name in _KINDS if match.group(name))
+    kind = _kind(match)
     core = re.sub(r"\s+", " ", match.group("core").strip())
     if kind == "range":
         n, unit = _count(match.group("range_n")), _unit(match.group("range_unit"))

@@ -67,6 +67,13 @@ def window(query: str, now: float = NOW, tz=UTC) -> tuple[str, str | None, str |
     ("the store on 1 February, 2023", day("2023-02-01"), day("2023-02-02")),
     ("the call on 2026-11-02", day("2026-11-02"), day("2026-11-03")),
     ("the beach in 2023", day("2023-01-01"), day("2024-01-01")),
+    # ranges between two dates; the first takes the second's year
+    ("where was John between August 11 and August 15 2023", day("2023-08-11"), day("2023-08-16")),
+    ("what did I do from May to July", day("2026-05-01"), day("2026-08-01")),
+    # a stretch before or after a date, the date's own day included
+    ("what did John do the week before August 3, 2023", day("2023-07-27"), day("2023-08-04")),
+    ("the puppy she got two weeks before August 11, 2023", day("2023-07-28"), day("2023-08-12")),
+    ("what happened two days after May 2, 2026", day("2026-05-02"), day("2026-05-05")),
     # ranges back from now
     ("what did I do in the last 3 days", "2026-11-26T12:00:00Z", "2026-11-29T12:00:00Z"),
     ("expenses over the past two weeks", "2026-11-15T12:00:00Z", "2026-11-29T12:00:00Z"),
