@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 Progress = Callable[[int, int], None]  # (done, total)
 
-MAX_CONTENT_CHARS = 1_000_000
+MAX_CONTENT_CHARS = records.MAX_CONTENT_CHARS
 CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 
 
@@ -144,8 +144,6 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         if unknown:
             raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}")
         content = records.check_content(item.get("content"))
-        if len(content) > MAX_CONTENT_CHARS:
-            raise InvalidInput(f"content is {len(content):,} characters; the limit is {MAX_CONTENT_CHARS:,}")
         layer = records.check_layer(item.get("layer") or "interact")
         created = item.get("created_at")
         created = now if created is None else records.check_time(created, "created_at")
