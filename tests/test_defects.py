@@ -191,3 +191,90 @@ def test_update_obeys_the_content_limit(mem, tmp_path):
     with pytest.raises(InvalidInput, match=f"{MAX_CONTENT_CHARS:,}"):
         mem.update(memory_id, content="y" * (MAX_CONTENT_CHARS + 1))
     assert mem.get(memory_id, touch=False).content == "short"
+
+
+# -- reindex beside a process rewriting content (item 5) ----------------------------------------
+
+REWRITER = r"""
+import sys
+from pathlib import Path
+from magray import Memory, ModelMismatch
+
+with Memory.open(Path(sys.argv[1])) as mem:
+    mem.load_model()
+    print("ready", flush=True)
+    round = 0
+    while True:
+        round += 1
+        for memory_id in range(1, int(sys.argv[2]) + 1):
+            try:
+                mem.update(memory_id, content=f"rewritten in round {round}: note {memory_id} on bridges")
+            except ModelMismatch:  # the reindex switched models: this process is done
+                print("switched", flush=True)
+                sys.exit(0)
+"""
+
+
+def _stale_single_chunk(db) -> list[int]:
+    """Live memories embedded as one chunk whose text is not their content (checked here with
+    plain SQL, independently of the doctor)."""
+    conn = open_raw(db)
+    try:
+        generation = conn.execute("SELECT generation FROM model_binding").fetchone()[0]
+        return [r[0] for r in conn.execute(
+            "SELECT m.id FROM memories AS m JOIN chunks AS c ON c.memory_id = m.id AND c.generation = ? "
+            "WHERE m.deleted_at IS NULL GROUP BY m.id HAVING count(*) = 1 AND max(c.text_hash) != m.content_hash",
+            (generation,))]
+    finally:
+        conn.close()
+
+
+def test_reindex_beside_a_process_rewriting_content_leaves_no_stale_vectors(db_path, model_path, tmp_path):
+    other = model_path.with_name("all-MiniLM-L6-v2-f16.gguf")
+    count = 300
+    with Memory.open(db_path, model=str(model_path)) as mem:
+        mem.add_many([{"content": f"note {i} about rivers", "layer": "assets"} for i in range(1, count + 1)])
+    env = subprocess_env(tmp_path)
+    rewriter = subprocess.Popen([sys.executable, "-c", REWRITER, str(db_path), str(count)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert rewriter.stdout.readline().strip() == "ready", rewriter.stderr.read()
+        proc = run_cli(db_path, env, "reindex", "--model", str(other), timeout=600)
+    finally:
+        rewriter.kill()
+        _, err = rewriter.communicate()
+    if proc.returncode != EXIT_OK:  # rewritten after the last batch: finish it, as the message says
+        assert "run it again" in proc.stderr, proc.stderr
+        assert run_cli(db_path, env, "reindex", "--model", str(other), timeout=600).returncode == EXIT_OK
+    assert "Traceback" not in err, err
+    assert _stale_single_chunk(db_path) == []
+    doctor = run_cli(db_path, env, "--json", "doctor")
+    assert doctor.returncode == EXIT_OK, doctor.stdout
+
+
+def test_doctor_finds_and_reembeds_vectors_of_another_text(db_path, model_path, tmp_path):
+    long_text = " ".join(f"paragraph {i} on the migration of cranes across the northern wetlands"
+                         for i in range(60))
+    with Memory.open(db_path, model=str(model_path)) as mem:
+        short = mem.add("the kettle is on the left shelf", layer="assets").id
+        long = mem.add(long_text, layer="assets").id
+        mem.add("an untouched memory", layer="assets")
+    from magray.records import content_hash
+
+    conn = open_raw(db_path)  # content changed behind magray's back: its vectors are now stale
+    for memory_id, text in ((short, "the kettle moved to the right shelf"),
+                            (long, long_text.replace("cranes", "geese"))):
+        conn.execute("UPDATE memories SET content = ?, content_hash = ? WHERE id = ?",
+                     (text, content_hash(text), memory_id))
+    conn.close()
+    env = subprocess_env(tmp_path)
+    proc = run_cli(db_path, env, "--json", "doctor")
+    data = json.loads(proc.stdout)["data"]
+    stale = {f["problem"]: f for f in data["findings"]}["stale_vectors"]
+    assert proc.returncode == 8 and stale["count"] == 2 and set(stale["sample"]) == {short, long}
+    proc = run_cli(db_path, env, "--json", "doctor", "--repair")
+    assert proc.returncode == EXIT_OK, proc.stdout
+    assert _stale_single_chunk(db_path) == []
+    with Memory.open(db_path, model=str(model_path)) as mem:
+        assert mem.search("geese migration wetlands", mode="vector", k=1, touch=False)[0].memory.id == long
+        assert mem.doctor().healthy
