@@ -278,3 +278,76 @@ def test_doctor_finds_and_reembeds_vectors_of_another_text(db_path, model_path, 
     with Memory.open(db_path, model=str(model_path)) as mem:
         assert mem.search("geese migration wetlands", mode="vector", k=1, touch=False)[0].memory.id == long
         assert mem.doctor().healthy
+
+
+# -- config values are checked; config and log files are private (items 12, 16) ------------------
+
+@pytest.mark.parametrize("key, value", [
+    ("dedup.min_similarity", "nan"), ("dedup.min_similarity", "inf"), ("dedup.min_similarity", "2"),
+    ("dedup.min_similarity", "-0.1"), ("dedup.min_similarity", "high"), ("cache.max_entries", "-5"),
+    ("cache.max_entries", "1.5"), ("cache.max_entries", "1e999"), ("promotion.interact_min_uses", "0"),
+    ("dedup.layers", "interact,nonsense"), ("maintenance.expire_per_write", "99999999999999999999"),
+])
+def test_config_set_refuses_bad_values_and_keeps_the_file_usable(db_path, tmp_path, key, value):
+    env = subprocess_env(tmp_path)
+    assert run_cli(db_path, env, "config", "set", "dedup.min_similarity", "0.9").returncode == EXIT_OK
+    config = tmp_path / "xdg-config" / "magray" / "config.toml"
+    before = config.read_text(encoding="utf-8")
+    _one_line_error(run_cli(db_path, env, "config", "set", key, value), EXIT_USAGE)
+    assert config.read_text(encoding="utf-8") == before
+    proc = run_cli(db_path, env, "--json", "config", "show")
+    assert proc.returncode == EXIT_OK and json.loads(proc.stdout)["data"]["rules"]["dedup"]["min_similarity"] == 0.9
+
+
+def test_a_hand_edited_config_is_a_one_line_error(db_path, tmp_path):
+    env = subprocess_env(tmp_path)
+    config = tmp_path / "xdg-config" / "magray" / "config.toml"
+    config.parent.mkdir(parents=True)
+    for text in ("[dedup]\nmin_similarity = nan\n", "[cache]\nmax_entries = \"many\"\n",
+                 "[dedup]\nlayers = 3\n", "[promotion]\ninteract_min_uses = -1\n"):
+        config.write_text(text, encoding="utf-8")
+        assert "config.toml" in _one_line_error(run_cli(db_path, env, "--json", "config", "show"), EXIT_USAGE)
+
+
+def test_config_and_log_files_are_private_under_umask_000(db_path, tmp_path):
+    env = subprocess_env(tmp_path)
+    log = tmp_path / "magray.log"
+    proc = run_cli(db_path, env, "--log-file", str(log), "-v", "config", "set", "cache.max_entries", "100",
+                   preexec_fn=lambda: os.umask(0))
+    assert proc.returncode == EXIT_OK, proc.stderr
+    config = tmp_path / "xdg-config" / "magray" / "config.toml"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert [p.name for p in config.parent.iterdir()] == ["config.toml"]
+    proc = run_cli(db_path, env, "--log-file", str(db_path), "status")
+    assert "memory file" in _one_line_error(proc, EXIT_USAGE)
+
+
+# -- text output neutralises control characters (item 17) ---------------------------------------
+
+def test_text_output_shows_control_characters_as_escapes(db_path, model_path, tmp_path):
+    hostile = "tea \x1b]0;pwned\x07 \x1b[2J\x1b[31mred\x9b1m \u202eevil\r done"
+    with Memory.open(db_path, model=str(model_path)) as mem:
+        memory_id = mem.add(hostile, title="\x1b[5mtitle", tags=["ok"]).id
+    env = subprocess_env(tmp_path)
+    for args in (["list"], ["get", str(memory_id)], ["search", "--mode", "text", "tea"]):
+        proc = run_cli(db_path, env, *args)
+        assert proc.returncode == EXIT_OK, proc.stderr
+        assert not any(c in proc.stdout for c in "\x1b\x07\x9b\u202e\r"), (args, proc.stdout)
+        assert "\\x1b" in proc.stdout
+    data = json.loads(run_cli(db_path, env, "--json", "get", str(memory_id)).stdout)["data"]
+    assert data["content"] == hostile and data["title"] == "\x1b[5mtitle"  # JSON stays exact
+    proc = run_cli(db_path, env, "add", "--layer", "x\x1b[31m", "--", "text")
+    assert "\x1b" not in proc.stderr
+
+
+# -- a FIFO or a device as the memory file (item 18) ---------------------------------------------
+
+def test_a_fifo_or_device_as_the_memory_file_says_what_it_is(tmp_path):
+    env = subprocess_env(tmp_path)
+    fifo = tmp_path / "pipe.db"
+    os.mkfifo(fifo)
+    for path, words in ((fifo, "named pipe"), ("/dev/null", "character device")):
+        for args in (["status"], ["add", "note"], ["list"]):
+            message = _one_line_error(run_cli(path, env, *args), EXIT_STORE)
+            assert words in message and "disk" not in message, message
