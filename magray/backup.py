@@ -174,7 +174,7 @@ def _write_copy(conn: apsw.Connection, db_path: Path, dest: str | os.PathLike | 
             raise _copy_failure(exc, db_path, target) from None
         except OSError as exc:
             raise StoreError(f"the backup {target} could not be written: {exc.strerror or exc}") from None
-        _fsync(partial)
+        files.fsync(partial)
         try:
             report = verify(partial, expected=expected)
         except StoreError as exc:
@@ -189,7 +189,7 @@ def _write_copy(conn: apsw.Connection, db_path: Path, dest: str | os.PathLike | 
                                 sha256=sha256_file(target), page_size=0, page_count=0, kind=kind,
                                 source=str(db_path), verified=False, manifest=False, **expected)
         target = _publish(partial, target, named_here, force)
-        _fsync(target.parent)
+        files.fsync(target.parent)
     finally:
         files.remove_partial(partial)
     report.path, report.created_at, report.kind, report.source = str(target), now, kind, str(db_path)
@@ -261,14 +261,6 @@ def _counts(conn: apsw.Connection) -> dict[str, Any]:
             "model": bound.to_dict() if bound else None}
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_manifest(target: Path, report: BackupReport) -> None:
     path = manifest_path(target)
     tmp = files.new_partial(path)
@@ -283,7 +275,7 @@ def _write_manifest(target: Path, report: BackupReport) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync(path.parent)
+    files.fsync(path.parent)
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:

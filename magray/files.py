@@ -86,8 +86,9 @@ def publish(partial: Path, target: Path, *, force: bool) -> None:
     partial.unlink()
 
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries (after a rename into it), to the disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

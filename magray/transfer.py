@@ -301,6 +301,7 @@ def export_to_path(mem: Memory, fmt: str, path: str | None, *, with_vectors: boo
         except FileExistsError:
             raise InvalidInput(f"{target} was created by another process meanwhile; nothing was "
                                "replaced (add --force to replace it)") from None
+        files.fsync(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return result | {"path": str(target)}
