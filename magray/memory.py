@@ -74,11 +74,12 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         try:
             with translate_errors(path):
                 schema.migrate(conn, path)
+            # The rules are read (and checked) here: a bad config.toml must not leak the connection.
+            return cls(conn, path, profile=profile, model=model or os.environ.get("MAGRAY_MODEL"),
+                       device=device, clock=clock or time.time)
         except BaseException:
             conn.close()
             raise
-        return cls(conn, path, profile=profile, model=model or os.environ.get("MAGRAY_MODEL"),
-                   device=device, clock=clock or time.time)
 
     def close(self) -> None:
         if self._embedder is not None:
