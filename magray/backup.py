@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from . import binding as binding_mod, schema, vectors
-from .db import BUSY_TIMEOUT_MS, WRITE_RETRIES, load_sqlite_vec, open_connection, read_snapshot, translate_errors
+from . import files
+from .db import (BUSY_TIMEOUT_MS, WRITE_RETRIES, describe, load_sqlite_vec, open_connection, read_snapshot,
+                 translate_errors)
 from .errors import Busy, InvalidInput, NotFound, StoreError
 from .timeutil import iso
 
@@ -34,7 +36,6 @@ Progress = Callable[[int, int], None]  # (pages copied, pages in all)
 
 BACKUP_DIR = "backups"
 MANIFEST_SUFFIX = ".json"
-PARTIAL_SUFFIX = ".partial"
 # Pages copied per backup step: ~4 MB with 4 KiB pages, so progress moves and the GIL is released often.
 STEP_PAGES = 1024
 POLICY_KEY = "backup_policy"
@@ -95,27 +96,32 @@ def _private_dir(folder: Path) -> None:
         raise StoreError(f"cannot create {folder}: {exc.strerror}") from None
 
 
-def _target(db_path: Path, dest: str | os.PathLike | None, kind: str, now: float) -> Path:
-    """The backup file to write: a timestamped name in the default folder, or in DEST when DEST is
-    a folder (one that exists, ends with a slash or has no file extension; created if needed),
-    else DEST itself as a new file. Our own default folder is kept private (0700) even if it
-    already existed."""
+def _target(db_path: Path, dest: str | os.PathLike | None, kind: str, now: float,
+            force: bool = False) -> tuple[Path, bool]:
+    """The backup file to write and whether magray chose its name: a timestamped name in the
+    default folder, or in DEST when DEST is a folder (one that exists, ends with a slash or has no
+    file extension; created if needed), else DEST itself as a new file (an existing one only with
+    `force`; never the memory file or its -wal/-shm). Our own default folder is kept private
+    (0700) even if it already existed."""
     if dest is None:
         folder = default_dir(db_path)
         _private_dir(folder)
         folder.chmod(0o700)
     else:
         dest = Path(dest).expanduser()
+        files.refuse_memory_file(dest, db_path)
         is_folder = dest.is_dir() or str(dest).endswith(os.sep) or (not dest.exists() and not dest.suffix)
         if not is_folder:
-            if dest.exists():
-                raise InvalidInput(f"{dest} already exists; name a new file or a folder")
-            _private_dir(dest.parent)
-            return dest.resolve()
+            target = files.check_new(dest, db_path, force=force)
+            _private_dir(target.parent)
+            return target, False
         folder = dest
         _private_dir(folder)
+    return _free_name(folder, Path(db_path).stem + ("" if kind == "backup" else f"-{kind}"), now), True
+
+
+def _free_name(folder: Path, label: str, now: float) -> Path:
     stamp = datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    label = Path(db_path).stem + ("" if kind == "backup" else f"-{kind}")
     target = folder / f"{label}-{stamp}.db"
     n = 1
     while target.exists() or manifest_path(target).exists():
@@ -126,65 +132,105 @@ def _target(db_path: Path, dest: str | os.PathLike | None, kind: str, now: float
 
 # -- making a backup ----------------------------------------------------------------------------------
 
-def create(mem: Memory, dest: str | os.PathLike | None = None, *, kind: str = "backup",
+def create(mem: Memory, dest: str | os.PathLike | None = None, *, kind: str = "backup", force: bool = False,
            step_pages: int = STEP_PAGES, progress: Progress | None = None) -> BackupReport:
     """Copy the live file into one self-contained .db (rollback journal, no -wal needed beside it)
     with the online backup API, verify the copy, then write its manifest. Other processes keep
     writing meanwhile; the copy holds exactly what was committed when the backup began."""
-    conn, now = mem.connection, mem.now()
-    target = _target(mem.path, dest, kind, now)
-    partial = target.with_name(target.name + PARTIAL_SUFFIX)
-    _create_private(partial)
+    now = mem.now()
+    report = _write_copy(mem.connection, mem.path, dest, kind=kind, now=now, force=force,
+                         step_pages=step_pages, progress=progress)
+    from .db import write_transaction
+
+    # For `magray_last_backup_age_seconds`: when the last verified backup of this file was made.
+    with translate_errors(mem.path), write_transaction(mem.connection):
+        binding_mod.set_setting(mem.connection, "last_backup_at", now)
+    return report
+
+
+def _write_copy(conn: apsw.Connection, db_path: Path, dest: str | os.PathLike | None, *, kind: str,
+                now: float, force: bool = False, step_pages: int = STEP_PAGES,
+                progress: Progress | None = None) -> BackupReport:
+    """The copy itself, from `conn` (a connection to the live file at `db_path`), through a
+    temporary file of its own (0600 from creation) renamed into place once verified."""
+    target, named_here = _target(db_path, dest, kind, now, force)
+    partial = files.new_partial(target)
     try:
-        with translate_errors(mem.path), read_snapshot(conn):
-            # A read transaction held across all steps pins one WAL snapshot: writers in other
-            # processes go on appending to the WAL, and the backup never restarts because of them.
-            expected = _counts(conn)
-            with closing(apsw.Connection(str(partial))) as dst:
-                # No journal and no fsync while copying: a partial file is never used (it is
-                # verified, fsynced and renamed only once complete), and this is ~30% faster.
-                dst.execute("PRAGMA journal_mode=OFF").fetchall()
-                dst.execute("PRAGMA synchronous=OFF")
-                _copy(dst, conn, step_pages, progress)
-                # The copy must stand alone: rollback-journal mode, so no -wal file is needed.
-                dst.execute("PRAGMA journal_mode=DELETE").fetchall()
-        _fsync(partial)
+        try:
+            with read_snapshot(conn):
+                # A read transaction held across all steps pins one WAL snapshot: writers in other
+                # processes go on appending to the WAL, and the backup never restarts because of them.
+                with translate_errors(db_path):
+                    expected = _counts(conn)
+                with closing(apsw.Connection(str(partial))) as dst:
+                    # No journal and no fsync while copying: a partial file is never used (it is
+                    # verified, fsynced and renamed only once complete), and this is ~30% faster.
+                    dst.execute("PRAGMA journal_mode=OFF").fetchall()
+                    dst.execute("PRAGMA synchronous=OFF")
+                    _copy(dst, conn, step_pages, progress)
+                    # The copy must stand alone: rollback-journal mode, so no -wal file is needed.
+                    dst.execute("PRAGMA journal_mode=DELETE").fetchall()
+        except apsw.Error as exc:
+            raise _copy_failure(exc, db_path, target) from None
+        except OSError as exc:
+            raise StoreError(f"the backup {target} could not be written: {exc.strerror or exc}") from None
+        files.fsync(partial)
         try:
             report = verify(partial, expected=expected)
         except StoreError as exc:
             if kind != "pre-restore":
-                raise
+                raise StoreError(f"the backup {target} failed its check, and was not kept: "
+                                 f"{str(exc).replace(str(partial), 'the copy')}") from None
             # The file being replaced may be the damaged one that the restore is meant to fix:
             # keep its pages as they were, without a manifest (so prune never removes it).
-            os.replace(partial, target)
+            target = _publish(partial, target, named_here, force)
             log.warning("kept the current file as %s, unverified: %s", target, exc)
             return BackupReport(path=str(target), created_at=now, size_bytes=target.stat().st_size,
                                 sha256=sha256_file(target), page_size=0, page_count=0, kind=kind,
-                                source=str(mem.path), verified=False, manifest=False, **expected)
-        os.replace(partial, target)
-        _fsync(target.parent)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    report.path, report.created_at, report.kind, report.source = str(target), now, kind, str(mem.path)
+                                source=str(db_path), verified=False, manifest=False, **expected)
+        target = _publish(partial, target, named_here, force)
+        files.fsync(target.parent)
+    finally:
+        files.remove_partial(partial)
+    report.path, report.created_at, report.kind, report.source = str(target), now, kind, str(db_path)
     _write_manifest(target, report)
     report.manifest = True
-    from .db import write_transaction
-
-    # For `magray_last_backup_age_seconds`: when the last verified backup of this file was made.
-    with translate_errors(mem.path), write_transaction(conn):
-        binding_mod.set_setting(conn, "last_backup_at", now)
     return report
 
 
-def _create_private(path: Path) -> None:
-    # 0600 before SQLite writes a byte: a backup holds every memory.
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        os.close(fd)
-        path.chmod(0o600)
-    except OSError as exc:
-        raise StoreError(f"cannot create {path}: {exc.strerror}") from None
+def _publish(partial: Path, target: Path, named_here: bool, force: bool) -> Path:
+    """Rename the verified copy to its name; a name magray chose that another backup took
+    meanwhile moves on to the next free one."""
+    while True:
+        try:
+            files.publish(partial, target, force=force)
+            return target
+        except FileExistsError:
+            if not named_here:
+                raise InvalidInput(f"{target} was created by another process meanwhile; "
+                                   "name a new file") from None
+            target = _next_name(target)
+
+
+def _next_name(target: Path) -> Path:
+    """NAME-2.db after NAME.db, NAME-3.db after NAME-2.db, skipping names already taken."""
+    stem, _, n = target.stem.rpartition("-")
+    if not (stem and n.isdigit()):  # a timestamp ends in Z: NAME.db has no number yet
+        stem, n = target.stem, "1"
+    number = int(n) + 1
+    while (candidate := target.with_name(f"{stem}-{number}.db")).exists() or manifest_path(candidate).exists():
+        number += 1
+    return candidate
+
+
+def _copy_failure(exc: apsw.Error, db_path: Path, target: Path) -> StoreError:
+    """A failed copy, blamed on the right file: a damaged live file is the live file's problem,
+    anything else (disk full, I/O, permissions) is the backup's own."""
+    if isinstance(exc, apsw.BusyError):
+        return Busy(f"{db_path} stayed locked by another process; try again")
+    if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
+        return StoreError(f"{db_path} {describe(exc)}")
+    return StoreError(f"the backup {target} could not be written: {describe(exc)}")
 
 
 def _copy(dst: apsw.Connection, src: apsw.Connection, step_pages: int, progress: Progress | None) -> None:
@@ -215,27 +261,21 @@ def _counts(conn: apsw.Connection) -> dict[str, Any]:
             "model": bound.to_dict() if bound else None}
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_manifest(target: Path, report: BackupReport) -> None:
     path = manifest_path(target)
-    tmp = path.with_name(path.name + PARTIAL_SUFFIX)
+    tmp = files.new_partial(path)
     data = {k: v for k, v in report.to_dict().items() if k not in ("manifest", "path")}
     data["file"] = target.name
-    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2, sort_keys=True)
-        out.write("\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    _fsync(path.parent)
+    try:
+        with files.private_text(tmp) as out:
+            json.dump(data, out, indent=2, sort_keys=True)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    files.fsync(path.parent)
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
@@ -431,12 +471,16 @@ def prune(folder: Path, policy: dict[str, int | None], *, dry_run: bool = False)
     backups = list_backups(folder)
     kept = select_kept(backups, policy)
     removed = [b["file"] for b in backups if b["file"] not in kept]
+    # Left by a backup or a restore that was killed: never a backup, and as big as one.
+    stale = files.stale_partials(Path(folder))
     if not dry_run:
         for name in removed:
             Path(name).unlink(missing_ok=True)
             manifest_path(Path(name)).unlink(missing_ok=True)
+        for partial in stale:
+            files.remove_partial(partial)
     return {"policy": policy, "kept": [b["file"] for b in backups if b["file"] in kept],
-            "removed": removed, "dry_run": dry_run}
+            "removed": removed, "unfinished_removed": [str(p) for p in stale], "dry_run": dry_run}
 
 
 # -- restoring ----------------------------------------------------------------------------------------
@@ -444,26 +488,96 @@ def prune(folder: Path, policy: dict[str, int | None], *, dry_run: bool = False)
 def restore(mem: Memory, path: str | os.PathLike, *, step_pages: int = STEP_PAGES,
             progress: Progress | None = None) -> RestoreReport:
     """Replace the live file's content with a backup's. The backup is verified first (a damaged,
-    truncated, foreign or too-new file is refused and the live file is not touched), the current
-    content is saved as a verified safety copy, an older schema is migrated on a temporary copy,
-    and then the pages are copied into the live file by the backup API in one write transaction:
-    other processes, and a crash at any point, see the old content or the new, never a mix."""
+    truncated, foreign or too-new file is refused and the live file is not touched) and an older
+    schema is migrated on a temporary copy. Then the live file's write lock is taken, the current
+    content is saved as a verified safety copy while no other process can commit, and the pages
+    are copied into the live file by the backup API in that same write transaction: every write
+    acknowledged before the restore is in the safety copy, and other processes, and a crash at
+    any point, see the old content or the new, never a mix."""
     path = Path(path).expanduser()
     report = verify(path)
     if path.resolve() == Path(mem.path).resolve():
         raise InvalidInput(f"{path} is the live memory file itself")
     conn = mem.connection
-    safety = None
-    if conn.execute("SELECT count(*) FROM memories").fetchone()[0]:
-        safety = create(mem, kind="pre-restore").path
     migrated_from = report.schema_version if report.schema_version < schema.latest_version() else None
-    with _restore_source(mem, path, migrated_from is not None) as source:
-        with translate_errors(mem.path):
-            _copy(conn, source, step_pages, progress)
-    counts = _counts(conn)
-    if counts["memories"] != report.memories:
-        raise StoreError(f"the restored file holds {counts['memories']} memories, the backup {report.memories}")
-    return RestoreReport(str(path), counts["memories"], counts["schema_version"], migrated_from, safety)
+    with _restore_source(mem, path, migrated_from is not None) as source, translate_errors(mem.path):
+        with read_snapshot(source):
+            # What is copied is exactly this snapshot of the source: the check below compares it.
+            restored = _counts(source)
+            if restored["memories"] != report.memories:
+                raise StoreError(f"{path} holds {restored['memories']} memories once opened for the "
+                                 f"restore, its check said {report.memories}; nothing was changed")
+            before = _data_version(conn)
+            safety = _copy_with_safety(mem, source, step_pages, progress)
+        _check_restored(mem, restored, before, safety)
+    return RestoreReport(str(path), restored["memories"], restored["schema_version"], migrated_from, safety)
+
+
+def _data_version(conn: apsw.Connection) -> int:
+    # Changes only when another connection commits: equal twice = nobody else wrote in between.
+    return conn.execute("PRAGMA data_version").fetchone()[0]
+
+
+def _copy_with_safety(mem: Memory, source: apsw.Connection, step_pages: int,
+                      progress: Progress | None) -> str | None:
+    """Copy `source` into the live file. The first step takes the live file's write lock (held
+    to the end); the safety copy of the current content is made under it, through a connection
+    of its own, so that no write can land between the safety copy and the restore."""
+    conn = mem.connection
+    for attempt in range(WRITE_RETRIES + 1):
+        try:
+            with conn.backup("main", source, "main") as job:
+                job.step(0)  # copies nothing: locks the destination (and fails here if it cannot)
+                safety = _safety_copy(mem)
+                try:
+                    while not job.done:
+                        job.step(step_pages)
+                        if progress:
+                            progress(job.pagecount - job.remaining, job.pagecount)
+                except BaseException as exc:
+                    if safety is not None:
+                        log.warning("the restore failed (%s); the safety copy %s stays", exc, safety)
+                    raise
+            return safety
+        except apsw.BusyError:
+            if attempt == WRITE_RETRIES:
+                raise Busy(f"{mem.path} stayed locked by another process; try again") from None
+            time.sleep(random.uniform(0.01, 0.05) * (2**attempt))
+        except apsw.ReadOnlyError:
+            raise StoreError("cannot copy between files with different page sizes while one is in "
+                             "WAL mode (run `PRAGMA journal_mode=DELETE` on the backup first)") from None
+    raise AssertionError("unreachable")
+
+
+def _safety_copy(mem: Memory) -> str | None:
+    """A verified pre-restore copy of the live file (None when it holds no memory at all), read
+    through a second connection while the restore holds the write lock."""
+    other = open_connection(mem.path, profile=mem.profile, create=False)
+    try:
+        try:
+            empty = not other.execute("SELECT count(*) FROM memories").fetchone()[0]
+        except apsw.Error:
+            empty = False  # a damaged file: its pages are kept as they are
+        if empty:
+            return None
+        return _write_copy(other, mem.path, None, kind="pre-restore", now=mem.now()).path
+    finally:
+        other.close()
+
+
+def _check_restored(mem: Memory, restored: dict[str, Any], before: int, safety: str | None) -> None:
+    """Read the live file back. Only when no other process wrote since the restore is its
+    snapshot the one the restore wrote, and then it must hold exactly what was copied."""
+    conn = mem.connection
+    with read_snapshot(conn):
+        live = _counts(conn)
+        others_wrote = _data_version(conn) != before
+    if others_wrote:
+        return
+    for key in ("memories", "rows", "schema_version"):
+        if live[key] != restored[key]:
+            kept = f"; the content before the restore is in {safety}" if safety else ""
+            raise StoreError(f"the restored file holds {key} {live[key]!r}, the backup {restored[key]!r}{kept}")
 
 
 @contextmanager
@@ -476,8 +590,7 @@ def _restore_source(mem: Memory, path: Path, migrate: bool) -> Iterator[apsw.Con
         return
     folder = default_dir(mem.path)
     _private_dir(folder)
-    tmp = folder / f".restore-{os.getpid()}-{int(time.time())}.db"
-    _create_private(tmp)
+    tmp = files.new_partial(folder / "restore.db")
     try:
         with closing(_open_readonly(path)) as src, closing(apsw.Connection(str(tmp))) as dst:
             _copy(dst, src, -1, None)
@@ -489,6 +602,5 @@ def _restore_source(mem: Memory, path: Path, migrate: bool) -> Iterator[apsw.Con
         finally:
             conn.close()
     finally:
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(tmp) + suffix).unlink(missing_ok=True)
+        files.remove_partial(tmp)
 

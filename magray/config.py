@@ -115,8 +115,20 @@ def config_path() -> Path:
     return config_dir() / "config.toml"
 
 
+# What each rule accepts: (type, smallest, largest); None = no bound. Checked when set and when read.
+RULE_RANGES: dict[str, tuple[type, float | None, float | None]] = {
+    "promotion.interact_min_uses": (int, 1, None),
+    "promotion.insights_min_sessions": (int, 1, None),
+    "promotion.insights_min_importance": (float, 0.0, 1.0),
+    "dedup.min_similarity": (float, 0.0, 1.0),
+    "cache.max_entries": (int, 0, 2**63 - 1),
+    "maintenance.expire_per_write": (int, 0, 1_000_000),
+    "maintenance.optimize_every_adds": (int, 0, 2**63 - 1),
+}
+
+
 def load_rules() -> dict[str, dict[str, object]]:
-    """The lifecycle rules: defaults, overridden by the user's config file."""
+    """The lifecycle rules: defaults, overridden by the user's config file (each value checked)."""
     import copy
     import tomllib
 
@@ -127,19 +139,46 @@ def load_rules() -> dict[str, dict[str, object]]:
     if path.exists():
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, OSError) as exc:
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
             raise InvalidInput(f"cannot read {path}: {exc}") from None
         for section, values in data.items():
             if section in rules and isinstance(values, dict):
                 for key, value in values.items():
                     if key in rules[section]:
-                        rules[section][key] = value
+                        try:
+                            rules[section][key] = check_rule(f"{section}.{key}", value)
+                        except InvalidInput as exc:
+                            raise InvalidInput(f"{path}: {exc} (fix it with `magray config set`)") from None
     return rules
 
 
+def check_rule(key: str, value: object) -> object:
+    """A rule's value if it has the right type and range, else InvalidInput naming what fits."""
+    import math
+
+    from .errors import InvalidInput
+
+    if key == "dedup.layers":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v in LAYERS for v in value):
+            raise InvalidInput(f"{key} must be a list of layers from {', '.join(LAYERS)}")
+        return sorted(set(value), key=LAYERS.index)
+    kind, low, high = RULE_RANGES[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or (kind is int and not (isinstance(value, int) or float(value).is_integer())):
+        raise InvalidInput(f"{key} must be {'a whole number' if kind is int else 'a number'}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"{key} must be a finite number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"from {low}" + (f" to {high}" if high is not None else " up")
+        raise InvalidInput(f"{key} must be {span}, got {value!r}")
+    return kind(value)
+
+
 def set_rule(key: str, raw: str) -> dict[str, dict[str, object]]:
-    """Set `section.name` to `raw` (parsed like the default's type) and rewrite the config file."""
+    """Set `section.name` to `raw` (parsed like the default's type, checked against its range)
+    and rewrite the config file (private, through a temporary file renamed into place)."""
     import json
+    import tempfile
 
     from .errors import InvalidInput
 
@@ -147,23 +186,37 @@ def set_rule(key: str, raw: str) -> dict[str, dict[str, object]]:
     if section not in LIFECYCLE_DEFAULTS or name not in LIFECYCLE_DEFAULTS[section]:
         known = ", ".join(f"{s}.{n}" for s, v in LIFECYCLE_DEFAULTS.items() for n in v)
         raise InvalidInput(f"unknown setting {key!r}: use one of {known}")
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{key}: give the value as text")
     default = LIFECYCLE_DEFAULTS[section][name]
-    try:
-        if isinstance(default, list):
-            value: object = [v.strip() for v in raw.split(",") if v.strip()]
-        else:
-            value = type(default)(raw)
-    except ValueError:
-        raise InvalidInput(f"{key} must be a {type(default).__name__}, got {raw!r}") from None
+    if isinstance(default, list):
+        value: object = [v.strip() for v in raw.split(",") if v.strip()]
+    else:
+        try:
+            value = int(raw) if isinstance(default, int) else float(raw)
+        except ValueError:
+            kind = "a whole number" if isinstance(default, int) else "a number"
+            raise InvalidInput(f"{key} must be {kind}, got {raw!r}") from None
+    value = check_rule(key, value)
     rules = load_rules()
     rules[section][name] = value
     lines = ["# magray lifecycle rules (see `magray config show`)"]
     for sec, values in rules.items():
         lines.append(f"\n[{sec}]")
-        lines.extend(f"{k} = {json.dumps(v)}" for k, v in values.items())
+        # Checked values only: finite numbers and layer names, which JSON writes as valid TOML.
+        lines.extend(f"{k} = {json.dumps(v, allow_nan=False)}" for k, v in values.items())
     path = config_path()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write("\n".join(lines) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
     return rules

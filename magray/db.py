@@ -28,6 +28,8 @@ def open_connection(path: Path, *, profile: str = "safe", create: bool = True,
     path = Path(path)
     if path.is_dir():
         raise StoreError(f"{path} is a directory, not a memory file")
+    if path.exists() and not path.is_file():
+        raise StoreError(f"{path} is {_kind_of(path)}, not a memory file: name a regular file")
     if not path.exists():
         if not create:
             raise NotFound(f"no memory file at {path} (run `magray init`)")
@@ -56,6 +58,18 @@ def open_connection(path: Path, *, profile: str = "safe", create: bool = True,
             conn.close()
             raise
     return conn
+
+
+def _kind_of(path: Path) -> str:
+    """What a path that is not a regular file is, in words (a FIFO, a device...)."""
+    import stat
+
+    mode = path.stat().st_mode
+    for test, words in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return words
+    return "not a regular file"
 
 
 @functools.cache
@@ -149,6 +163,14 @@ _ERROR_MESSAGES: list[tuple[type[BaseException], str]] = [
     (apsw.IOError, "could not be read or written (I/O error; the disk may be full)"),
     (apsw.BusyError, "stayed locked by another process; try again"),
 ]
+
+
+def describe(exc: apsw.Error) -> str:
+    """What a SQLite failure means for the file it happened to, as the end of a sentence."""
+    for cls, message in _ERROR_MESSAGES:
+        if isinstance(exc, cls):
+            return message
+    return f"could not be used: {exc}"
 
 
 @contextmanager

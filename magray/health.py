@@ -9,6 +9,7 @@ re-embeds memories whose vectors are missing. Damage that cannot be rebuilt (a f
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -81,19 +82,40 @@ LoadEmbedder = Callable[[], tuple[Any, binding_mod.Binding]]
 Progress = Callable[[int, int], None]
 
 
+class Chunker:
+    """Chunk text hashes as the bound model cuts a text, loading the model on first use only (a
+    file without long memories is checked without it). `error` says why it could not load."""
+
+    def __init__(self, load_embedder: LoadEmbedder) -> None:
+        self._load = load_embedder
+        self._embedder: Any = None
+        self.error: str | None = None
+
+    def __call__(self, text: str) -> list[str] | None:
+        if self._embedder is None and self.error is None:
+            try:
+                self._embedder = self._load()[0]
+            except MagrayError as exc:
+                self.error = str(exc)
+        if self._embedder is None:
+            return None
+        return [cache.text_hash(piece) for piece in self._embedder.chunks(text)]
+
+
 def run(conn: apsw.Connection, path: Path | str, *, repair: bool, load_embedder: LoadEmbedder,
         now: Callable[[], float], progress: Progress | None = None) -> Report:
     """Check the file; with `repair`, fix what can be rebuilt, then check again so that each
     finding says whether it is really gone."""
-    checks, findings, counts = diagnose(conn)
+    chunker = Chunker(load_embedder)
+    checks, findings, counts = diagnose(conn, chunker)
     report = Report(str(path), repair, checks, findings, counts)
     if not repair or not any(f.repairable for f in findings):
         return report
     try:
-        _repair(conn, findings, load_embedder, now(), progress)
+        _repair(conn, findings, load_embedder, now(), progress, chunker)
     except MagrayError as exc:
         report.errors.append(str(exc))
-    _, after, report.counts = diagnose(conn)
+    _, after, report.counts = diagnose(conn, chunker)
     still = {f.problem for f in after}
     for f in findings:
         f.repaired = f.problem not in still
@@ -103,9 +125,11 @@ def run(conn: apsw.Connection, path: Path | str, *, repair: bool, load_embedder:
 # -- checks ------------------------------------------------------------------------------------
 
 
-def diagnose(conn: apsw.Connection) -> tuple[list[str], list[Finding], dict[str, int]]:
+def diagnose(conn: apsw.Connection, chunker: Callable[[str], list[str] | None] | None = None
+             ) -> tuple[list[str], list[Finding], dict[str, int]]:
     """(checks run, problems found, row counts). Reads only, apart from FTS5's integrity-check
-    command, which is written as an INSERT but changes nothing."""
+    command, which is written as an INSERT but changes nothing. `chunker` (text -> its chunk
+    hashes) lets the vectors of memories of several chunks be checked against their content."""
     checks = ["integrity"]
     problem = _integrity(conn)
     if problem is not None:
@@ -132,7 +156,35 @@ def diagnose(conn: apsw.Connection) -> tuple[list[str], list[Finding], dict[str,
         if bound is not None:
             checks.append("vectors")
             findings += _vector_findings(conn, bound, counts)
+    if bound is not None:
+        # Outside the snapshot: the chunker may load (and register) the model first.
+        stale, unchecked = stale_vectors(conn, bound.generation, chunker)
+        if stale:
+            findings.append(_finding("stale_vectors", stale, "memories have vectors made from "
+                                     "another text than their content"))
+        if unchecked:
+            checks.append(f"vector texts ({unchecked} memories of several chunks not checked: "
+                          f"{getattr(chunker, 'error', None) or 'no model'})")
     return checks, findings, counts
+
+
+def stale_vectors(conn: apsw.Connection, generation: int,
+                  chunker: Callable[[str], list[str] | None] | None) -> tuple[list[int], int]:
+    """(live memories whose vectors in `generation` were made from another text than their
+    content, memories of several chunks that could not be checked for want of a chunker)."""
+    stale = _ids(conn, query("doctor_stale_vectors"), {"generation": generation})
+    unchecked = 0
+    rows = conn.execute(
+        "SELECT m.id, m.content, json_group_array(c.text_hash ORDER BY c.seq) FROM memories AS m "
+        "JOIN chunks AS c ON c.memory_id = m.id AND c.generation = ? WHERE m.deleted_at IS NULL "
+        "GROUP BY m.id HAVING count(*) > 1 AND count(*) = max(c.seq) + 1 ORDER BY m.id", (generation,)).fetchall()
+    for memory_id, content, stored in rows:
+        expected = chunker(content) if chunker is not None else None
+        if expected is None:
+            unchecked += 1
+        elif expected != json.loads(stored):
+            stale.append(memory_id)
+    return sorted(stale), unchecked
 
 
 def _integrity(conn: apsw.Connection) -> Finding | None:
@@ -211,7 +263,7 @@ def _pending_generation(conn: apsw.Connection) -> int | None:
 
 
 def _repair(conn: apsw.Connection, findings: list[Finding], load_embedder: LoadEmbedder, now: float,
-            progress: Progress | None) -> None:
+            progress: Progress | None, chunker: Chunker | None = None) -> None:
     problems = {f.problem for f in findings if f.repairable}
     done: dict[str, int] = {}
     with write_transaction(conn):
@@ -225,9 +277,15 @@ def _repair(conn: apsw.Connection, findings: list[Finding], load_embedder: LoadE
         bound = binding_mod.current(conn)
         if bound is not None:
             done |= _repair_vectors_in_place(conn, bound, problems)
+            if "stale_vectors" in problems:
+                # Dropped whole, then re-embedded from the content like memories without vectors.
+                stale, _ = stale_vectors(conn, bound.generation, chunker)
+                for memory_id in stale:
+                    vectors.delete_for_memory(conn, bound.generation, memory_id)
+                done["stale_vectors"] = len(stale)
         if done:
             records.log_event(conn, now, None, "repair", done)
-    if bound is not None and problems & {"missing_vectors", "vector_table_missing"}:
+    if bound is not None and problems & {"missing_vectors", "vector_table_missing", "stale_vectors"}:
         _reembed(conn, load_embedder, now, progress)
 
 
@@ -279,10 +337,11 @@ def _reembed(conn: apsw.Connection, load_embedder: LoadEmbedder, now: float, pro
             texts.extend(pieces)
         embedded = cache.embed_cached(conn, embedder, bound.sha256, texts)
         with write_transaction(conn):
+            unchanged = records.unchanged(conn, {i: r.content_hash for i, r in batch.items()})
             for memory_id, offset, n in spans:
                 record = batch[memory_id]
-                if not _lacks_vectors(conn, bound.generation, memory_id):
-                    continue  # deleted or re-embedded by another process meanwhile
+                if memory_id not in unchanged or not _lacks_vectors(conn, bound.generation, memory_id):
+                    continue  # changed, deleted or re-embedded by another process meanwhile
                 vectors.insert_chunks(conn, bound.generation, memory_id, record.layer, record.project,
                                       record.session, record.created_at, embedded.hashes[offset:offset + n],
                                       embedded.vectors[offset:offset + n])

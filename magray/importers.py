@@ -11,6 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from . import records
 from .errors import InvalidInput, NotFound
 
 SOURCES = ("mem0", "basic-memory", "markdown", "llm")
@@ -53,23 +56,45 @@ def _tags(values: Any) -> list[str]:
         return []
     if isinstance(values, str):
         values = re.split(r"[,\s]+", values)
-    return sorted({t for t in (tag(v) for v in values) if t})
+    elif not isinstance(values, (list, tuple)):
+        values = [values]
+    return sorted({t for t in (tag(v) for v in values if isinstance(v, (str, int, float))) if t})
+
+
+def _text_or_empty(value: Any) -> str:
+    return value if isinstance(value, str) else "" if value is None else str(value)
 
 
 def _timestamp(value: Any) -> float | None:
-    if value in (None, ""):
+    """A time another tool wrote, as unix seconds; None (stored as now) when it is missing or
+    cannot be one (not a date, or outside 1970..9999)."""
+    if value is None or value == "" or isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
     try:
-        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        else:
+            when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            seconds = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    except (ValueError, OverflowError, OSError):
         return None
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    return seconds if 0 <= seconds <= records.MAX_TIME else None
 
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """Another tool's metadata as magray stores it (JSON, bounded in depth and size), or
+    InvalidInput saying why it cannot be."""
+    records.check_depth(value, "metadata")
+    try:
+        clean = _jsonable(value)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(f"metadata is not valid JSON: {exc}") from None
+    records.check_metadata(clean)
+    return clean
 
 
 def _mem0(path: Path, layer: str, project: str | None) -> Plan:
@@ -78,6 +103,8 @@ def _mem0(path: Path, layer: str, project: str | None) -> Plan:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:
         raise InvalidInput(f"{path} is not a mem0 JSON export: {exc}") from None
+    except RecursionError:
+        raise InvalidInput(f"{path} is not a mem0 JSON export: nested too deep to read") from None
     if isinstance(data, dict):
         data = data.get("results", data.get("memories"))
     if not isinstance(data, list):
@@ -88,30 +115,62 @@ def _mem0(path: Path, layer: str, project: str | None) -> Plan:
         if not isinstance(text, str) or not text.strip():
             plan.skipped.append(f"entry {n}: no memory text")
             continue
-        meta = dict(entry.get("metadata") or {})
+        given = entry.get("metadata")
+        meta = dict(given) if isinstance(given, dict) else ({} if given is None else {"value": given})
         for key in ("id", "hash", "user_id", "agent_id", "run_id", "updated_at"):
             if entry.get(key) is not None:
                 meta[f"mem0_{key}"] = entry[key]
+        try:
+            metadata = _metadata(meta)
+        except InvalidInput as exc:
+            plan.skipped.append(f"entry {n}: {exc}")
+            continue
+        scope = project if project is not None else (entry.get("user_id") or entry.get("agent_id") or "")
         plan.items.append({
             "content": text, "layer": layer, "source": "mem0",
-            "project": project if project is not None else (entry.get("user_id") or entry.get("agent_id") or ""),
-            "session": entry.get("run_id") or "", "tags": _tags(entry.get("categories")),
-            "metadata": _jsonable(meta), "created_at": _timestamp(entry.get("created_at")),
+            "project": scope if isinstance(scope, str) else str(scope),
+            "session": _text_or_empty(entry.get("run_id")), "tags": _tags(entry.get("categories")),
+            "metadata": metadata, "created_at": _timestamp(entry.get("created_at")),
         })
     return plan
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a note's front matter is a few fields, and aliases let a
+    few hundred bytes expand into gigabytes (or into a structure that contains itself)."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not accepted",
+                                              event.start_mark)
+        event = self.peek_event()
+        if getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(None, None, "YAML anchors (&name) are not accepted",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+class FrontMatterError(ValueError):
+    """Front matter that is YAML but cannot be taken (aliases, nesting too deep)."""
+
+
 def front_matter(text: str) -> tuple[dict[str, Any], str]:
-    """YAML front matter (if any) and the body after it."""
+    """YAML front matter (if any) and the body after it. Front matter that is not YAML is left
+    in the body; YAML with aliases or anchors, or nested too deep, raises FrontMatterError."""
     match = _FRONT_MATTER.match(text)
     if not match:
         return {}, text
-    import yaml
-
     try:
-        meta = yaml.safe_load(match.group(1)) or {}
+        meta = yaml.load(match.group(1), Loader=_NoAliasLoader) or {}
+    except yaml.composer.ComposerError as exc:
+        if "not accepted" in str(exc.problem):
+            raise FrontMatterError(f"front matter: {exc.problem}") from None
+        return {}, text
     except yaml.YAMLError:
         return {}, text
+    except RecursionError:
+        raise FrontMatterError("front matter is nested too deep") from None
     return (meta if isinstance(meta, dict) else {}), text[match.end():]
 
 
@@ -127,13 +186,18 @@ def _markdown(path: Path, layer: str, project: str | None, source: str, split: s
         except (OSError, UnicodeDecodeError) as exc:
             plan.skipped.append(f"{file.relative_to(root)}: {exc}")
             continue
-        meta, body = front_matter(text)
         rel = str(file.relative_to(root))
+        try:
+            meta, body = front_matter(text)
+            metadata = _metadata({str(k): v for k, v in meta.items() if k not in ("tags", "title", "type")})
+        except (FrontMatterError, InvalidInput) as exc:
+            plan.skipped.append(f"{rel}: {exc}")
+            continue
         base = {
             "layer": layer, "source": f"{source}:{rel}", "project": project or "",
             "kind": meta.get("type") if isinstance(meta.get("type"), str) else None,
             "tags": _tags(meta.get("tags")), "created_at": _timestamp(meta.get("created") or meta.get("date")),
-            "metadata": _jsonable({k: v for k, v in meta.items() if k not in ("tags", "title", "type")}),
+            "metadata": metadata,
         }
         sections = _sections(body) if split == "heading" else [(None, body)]
         title = meta.get("title") if isinstance(meta.get("title"), str) else file.stem
@@ -179,11 +243,16 @@ def _llm(path: Path, layer: str, project: str | None, collection: str | None) ->
             continue
         try:
             meta = json.loads(metadata) if metadata else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             meta = {}
         meta = dict(meta if isinstance(meta, dict) else {"value": meta}, llm_collection=name, llm_id=item_id)
+        try:
+            metadata = _metadata(meta)
+        except InvalidInput as exc:
+            plan.skipped.append(f"{name}/{item_id}: {exc}")
+            continue
         plan.items.append({"content": content, "layer": layer, "source": "llm", "project": project or name,
-                           "metadata": _jsonable(meta), "created_at": _timestamp(updated)})
+                           "metadata": metadata, "created_at": _timestamp(updated)})
     if not rows and collection:
         raise NotFound(f"no collection named {collection!r} in {path}")
     return plan

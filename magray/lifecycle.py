@@ -18,22 +18,29 @@ from .schema import query
 log = logging.getLogger(__name__)
 
 
+# An alias (a near-duplicate merged into another memory) lives as long as the memory it was merged
+# into: uses renew only that memory, and dedup never loses text. Its own expiry counts once the
+# memory it was merged into has gone.
+_EXPIRED = ("m.expires_at IS NOT NULL AND m.expires_at <= :now AND NOT EXISTS ("
+            "SELECT 1 FROM memories AS s WHERE s.id = m.merged_into AND s.deleted_at IS NULL "
+            "AND (s.expires_at IS NULL OR s.expires_at > :now))")
+
+
 def expired_ids(conn: apsw.Connection, now: float, limit: int | None = None) -> list[int]:
-    sql = ("SELECT id FROM memories WHERE expires_at IS NOT NULL AND expires_at <= ? "
-           "AND deleted_at IS NULL ORDER BY expires_at")
-    params: tuple = (now,)
+    sql = f"SELECT m.id FROM memories AS m WHERE {_EXPIRED} AND m.deleted_at IS NULL ORDER BY m.expires_at"
+    params: dict[str, Any] = {"now": now}
     if limit is not None:
-        sql += " LIMIT ?"
-        params = (now, limit)
+        sql += " LIMIT :limit"
+        params["limit"] = limit
     return [r[0] for r in conn.execute(sql, params)]
 
 
 def clean_candidates(conn: apsw.Connection, now: float) -> list[dict[str, Any]]:
     """What `clean` would purge: expired memories and soft-deleted ones."""
     rows = conn.execute(
-        "SELECT id, layer, CASE WHEN deleted_at IS NOT NULL THEN 'deleted' ELSE 'expired' END, "
-        "substr(content, 1, 80) FROM memories "
-        "WHERE deleted_at IS NOT NULL OR (expires_at IS NOT NULL AND expires_at <= ?) ORDER BY id", (now,))
+        "SELECT m.id, m.layer, CASE WHEN m.deleted_at IS NOT NULL THEN 'deleted' ELSE 'expired' END, "
+        f"substr(m.content, 1, 80) FROM memories AS m WHERE m.deleted_at IS NOT NULL OR ({_EXPIRED}) "
+        "ORDER BY m.id", {"now": now})
     return [{"id": i, "layer": layer, "reason": reason, "preview": preview} for i, layer, reason, preview in rows]
 
 
@@ -113,7 +120,12 @@ def unmerge(conn: apsw.Connection, alias_id: int, now: float) -> int:
         from .errors import InvalidInput
 
         raise InvalidInput(f"memory {alias_id} is not merged into another memory")
-    conn.execute("UPDATE memories SET merged_into = NULL WHERE id = ?", (alias_id,))
+    # On its own again, it lives at least as long as the memory it was merged into would have.
+    conn.execute(
+        "UPDATE memories SET merged_into = NULL, expires_at = CASE "
+        "WHEN memories.expires_at IS NULL OR s.until IS NULL THEN NULL ELSE max(memories.expires_at, s.until) END "
+        "FROM (SELECT expires_at AS until FROM memories WHERE id = ?1) AS s WHERE memories.id = ?2",
+        (row[0], alias_id))
     records.log_event(conn, now, alias_id, "unmerge", {"from": row[0]})
     return row[0]
 

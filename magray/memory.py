@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 Progress = Callable[[int, int], None]  # (done, total)
 
-MAX_CONTENT_CHARS = 1_000_000
+MAX_CONTENT_CHARS = records.MAX_CONTENT_CHARS
 CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 
 
@@ -79,17 +79,14 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         try:
             with translate_errors(path):
                 schema.migrate(conn, path)
+            # The rules are read (and checked) here: a bad config.toml must not leak the connection.
+            memory = cls(conn, path, profile=profile, model=model or os.environ.get("MAGRAY_MODEL"),
+                         device=device, clock=clock or time.time)
+            memory.timezone = timephrases.zone(timezone or os.environ.get("MAGRAY_TZ"))
+            return memory
         except BaseException:
             conn.close()
             raise
-        memory = cls(conn, path, profile=profile, model=model or os.environ.get("MAGRAY_MODEL"),
-                     device=device, clock=clock or time.time)
-        try:
-            memory.timezone = timephrases.zone(timezone or os.environ.get("MAGRAY_TZ"))
-        except BaseException:
-            memory.close()
-            raise
-        return memory
 
     def close(self) -> None:
         if self._embedder is not None:
@@ -155,8 +152,6 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         if unknown:
             raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}")
         content = records.check_content(item.get("content"))
-        if len(content) > MAX_CONTENT_CHARS:
-            raise InvalidInput(f"content is {len(content):,} characters; the limit is {MAX_CONTENT_CHARS:,}")
         layer = records.check_layer(item.get("layer") or "interact")
         created = item.get("created_at")
         created = now if created is None else records.check_time(created, "created_at")

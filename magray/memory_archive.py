@@ -22,11 +22,12 @@ if TYPE_CHECKING:
 class ArchiveMixin:
     """Methods of `Memory` that copy memories in and out."""
 
-    def backup(self: Memory, dest: str | os.PathLike | None = None, *,
+    def backup(self: Memory, dest: str | os.PathLike | None = None, *, force: bool = False,
                progress: Progress | None = None) -> backup_mod.BackupReport:
         """Copy this file into one verified, self-contained backup while other processes keep
-        writing (default: `backups/` beside the file); see `magray.backup.create`."""
-        return backup_mod.create(self, dest, progress=progress)
+        writing (default: `backups/` beside the file; an existing DEST file is replaced only with
+        `force`); see `magray.backup.create`."""
+        return backup_mod.create(self, dest, force=force, progress=progress)
 
     def restore(self: Memory, path: str | os.PathLike, *, progress: Progress | None = None) -> backup_mod.RestoreReport:
         """Replace this file's content with a verified backup's, keeping a safety copy of the
@@ -66,11 +67,12 @@ class ArchiveMixin:
         return backup_mod.prune(folder, policy, dry_run=dry_run)
 
     def export(self: Memory, fmt: str = "jsonl", path: str | None = None, *, with_vectors: bool = False,
-               per: str = "memory", stdout: Any = None, progress: Progress | None = None) -> dict[str, Any]:
-        """Every memory to a JSONL file (`stdout` when path is None or '-') or a folder of Markdown
-        files; see `magray.transfer`."""
+               per: str = "memory", stdout: Any = None, force: bool = False,
+               progress: Progress | None = None) -> dict[str, Any]:
+        """Every memory to a new JSONL file (`stdout` when path is None or '-'; an existing file is
+        replaced only with `force`) or a new folder of Markdown files; see `magray.transfer`."""
         return transfer.export_to_path(self, fmt, path, with_vectors=with_vectors, per=per, stdout=stdout,
-                                       progress=progress)
+                                       force=force, progress=progress)
 
     def add_jsonl(self: Memory, stream: Any, *, name: str = "input", progress: Progress | None = None,
                   dedup: bool | None = None) -> dict[str, Any]:
@@ -101,9 +103,13 @@ class ArchiveMixin:
         that is the model this file is bound to."""
         now = self.now()
         prepared = []
-        for item in items:
-            p = self._prepare({k: v for k, v in item.items() if k not in _KEPT_FIELDS}, now)
-            p.kept = _kept_fields(item, p.fields)
+        # Everything is checked before the first batch is written: an import is all or nothing.
+        for number, item in enumerate(items, start=1):
+            try:
+                p = self._prepare({k: v for k, v in item.items() if k not in _KEPT_FIELDS}, now)
+                p.kept = _kept_fields(item, p.fields)
+            except InvalidInput as exc:
+                raise InvalidInput(f"memory {number}: {exc} (nothing was imported)") from None
             prepared.append(p)
         results: list[AddResult] = []
         for start in range(0, len(prepared), WRITE_BATCH[self.profile]):
@@ -174,8 +180,11 @@ _KEPT_FIELDS = ("updated_at", "accessed_at", "access_count", "expires_at", "uses
 
 def _kept_fields(item: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
     def count(value: Any, name: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidInput(f"{name} must be a whole number, 0 or more, got {value!r}")
+        # SQLite stores integers in 64 bits: a bigger one must be refused here, before anything
+        # is written, not fail half-way through the import.
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= records.MAX_INTEGER:
+            raise InvalidInput(f"{name} must be a whole number from 0 to {records.MAX_INTEGER}, "
+                               f"got {_short(value)}")
         return value
 
     kept: dict[str, Any] = {name: None if item.get(name) is None else records.check_time(item[name], name)
@@ -193,4 +202,12 @@ def _kept_fields(item: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str
     kept["uses"] = [{"session": records.optional_text(u.get("session"), "uses.session") or "",
                      "uses": count(u.get("uses", 0), "uses.uses"),
                      "last_at": records.check_time(u.get("last_at"), "uses.last_at")} for u in uses]
+    sessions = [u["session"] for u in kept["uses"]]
+    if len(set(sessions)) != len(sessions):
+        raise InvalidInput("uses names the same session twice")
     return kept
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"

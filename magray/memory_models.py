@@ -185,14 +185,19 @@ class ModelsMixin:
                     texts.extend(pieces)
                 embedded = cache.embed_cached(self._conn, embedder, entry.sha256, texts)
                 with self._write():
+                    # Read again under the lock: a memory changed or deleted while the model ran
+                    # would get vectors of its old text; it is left for the next round instead.
+                    unchanged = records.unchanged(self._conn, {i: found[i].content_hash for i in todo})
                     for memory_id, start, n in spans:
                         m = found[memory_id]
+                        if memory_id not in unchanged:
+                            continue
                         vectors.insert_chunks(self._conn, generation, memory_id, m.layer, m.project,
                                               m.session, m.created_at, embedded.hashes[start:start + n],
                                               embedded.vectors[start:start + n])
                     self._cache_store(entry.sha256, embedded, self.now())
                     records.bump_counters(self._conn, {"embeddings_computed": len(embedded.new_entries)}, self.now())
-                done += len(todo)
+                done += len(unchanged)
                 if progress:
                     progress(done, done + self._conn.execute(
                         "SELECT count(*) FROM memories WHERE deleted_at IS NULL AND id NOT IN "

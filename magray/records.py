@@ -18,6 +18,10 @@ from .types import Filters, MemoryRecord
 
 _TAG = re.compile(r"^[^\s,\x00]{1,100}$")
 MAX_LIMIT = 100_000
+MAX_INTEGER = 2**63 - 1  # SQLite's largest integer
+MAX_CONTENT_CHARS = 1_000_000
+MAX_METADATA_CHARS = 100_000
+MAX_METADATA_DEPTH = 32
 
 
 def content_hash(text: str) -> str:
@@ -46,9 +50,12 @@ def check_text(value: Any, name: str) -> str:
 
 
 def check_content(content: Any) -> str:
+    """Content every way in (add, update, import) accepts alike."""
     check_text(content, "content")
     if not content.strip():
         raise InvalidInput("content is empty")
+    if len(content) > MAX_CONTENT_CHARS:
+        raise InvalidInput(f"content is {len(content):,} characters; the limit is {MAX_CONTENT_CHARS:,}")
     return content
 
 
@@ -66,15 +73,39 @@ def check_tags(tags: Iterable[str]) -> list[str]:
 
 
 def check_metadata(metadata: Mapping[str, Any] | None) -> str:
+    """Metadata as the JSON text stored: an object, at most MAX_METADATA_DEPTH deep (deeper
+    structures cannot be read back by every JSON reader, Python's included) and
+    MAX_METADATA_CHARS long."""
     if metadata is None:
         return "{}"
     if not isinstance(metadata, Mapping):
         raise InvalidInput("metadata must be a JSON object")
+    check_depth(metadata, "metadata")
     try:
         text = json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInput(f"metadata is not valid JSON: {exc}") from None
+    if len(text) > MAX_METADATA_CHARS:
+        raise InvalidInput(f"metadata is {len(text):,} characters as JSON; the limit is {MAX_METADATA_CHARS:,}")
     return check_text(text, "metadata")
+
+
+def check_depth(value: Any, name: str, limit: int | None = None) -> None:
+    """Refuse lists and objects nested deeper than `limit` (walked without recursion, so that a
+    hostile value cannot exhaust the stack here either; a cycle counts as too deep)."""
+    limit = MAX_METADATA_DEPTH if limit is None else limit
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children = list(item.values())
+        elif isinstance(item, (list, tuple)):
+            children = list(item)
+        else:
+            continue
+        if depth > limit:
+            raise InvalidInput(f"{name} is nested more than {limit} levels deep")
+        stack.extend((child, depth + 1) for child in children)
 
 
 def check_limit(limit: int) -> int:
@@ -220,6 +251,16 @@ def get(conn: apsw.Connection, memory_id: int, now: float, *, include_deleted: b
     if not include_expired and record.expires_at is not None and record.expires_at <= now:
         raise NotFound(f"memory {memory_id} has expired (use --include-expired to see it)")
     return record
+
+
+def unchanged(conn: apsw.Connection, content_hashes: Mapping[int, str]) -> set[int]:
+    """The ids, among `content_hashes` (id -> the content hash read earlier), of memories that are
+    still live with that same content: what may be given vectors computed from it."""
+    rows = conn.execute(
+        "SELECT m.id FROM memories AS m JOIN json_each(?) AS j ON m.id = CAST(j.key AS INTEGER) "
+        "WHERE m.deleted_at IS NULL AND m.content_hash = j.value",
+        (json.dumps({str(k): v for k, v in content_hashes.items()}),))
+    return {r[0] for r in rows}
 
 
 def list_memories(conn: apsw.Connection, filters: Filters, now: float, limit: int,

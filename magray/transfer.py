@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import apsw
 
-from . import binding as binding_mod, records, schema, vectors
+from . import binding as binding_mod, files, records, schema, vectors
 from .db import read_snapshot
 from .errors import InvalidInput, StoreError
 from .timeutil import iso
@@ -86,11 +86,7 @@ def _record_data(m: MemoryRecord, uses: dict[int, list[dict[str, Any]]]) -> dict
 
 def _private_open(path: Path) -> IO[str]:
     """A new text file only its owner can read: exports hold every memory."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc.strerror}") from None
-    return os.fdopen(fd, "w", encoding="utf-8")
+    return files.private_text(path)
 
 
 # -- JSONL --------------------------------------------------------------------------------------------
@@ -146,14 +142,33 @@ def import_jsonl(mem: Memory, stream: IO[str], *, name: str = "input",
 
 
 def json_objects(stream: IO[str], name: str, *, note: str = "") -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of a JSONL stream; a bad line is a one-line error."""
-    for number, line in enumerate(stream, start=1):
+    """(line number, object) for each non-blank line of a JSONL stream; a bad line (not UTF-8,
+    not JSON, nested too deep, not an object) is a one-line error."""
+    lines = iter(stream)
+    number = 0
+    while True:
+        number += 1
+        try:
+            line = next(lines)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"{name} is not valid UTF-8 (byte {exc.start} of a block near line "
+                               f"{number}: {exc.reason}){note}") from None
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidInput(f"line {number} of {name} is not valid UTF-8 ({exc.reason} at byte "
+                                   f"{exc.start}){note}") from None
         if not line.strip():
             continue
         try:
             data = json.loads(line)
         except ValueError as exc:
             raise InvalidInput(f"line {number} of {name} is not valid JSON: {exc}{note}") from None
+        except RecursionError:
+            raise InvalidInput(f"line {number} of {name} is nested too deep to read{note}") from None
         if not isinstance(data, dict):
             raise InvalidInput(f"line {number} of {name} is not a JSON object{note}")
         yield number, data
@@ -256,29 +271,37 @@ def export_markdown(mem: Memory, folder: Path, *, per: str = "memory",
 
 
 def export_to_path(mem: Memory, fmt: str, path: str | None, *, with_vectors: bool = False,
-                   per: str = "memory", stdout: IO[str] | None = None,
+                   per: str = "memory", stdout: IO[str] | None = None, force: bool = False,
                    progress: Progress | None = None) -> dict[str, Any]:
-    """Export in `fmt` to `path`: a new file (JSONL; None or '-' means `stdout`) or a new folder
-    (Markdown). The file is written beside its final name and renamed when complete."""
+    """Export in `fmt` to `path`: a new file (JSONL; None or '-' means `stdout`; an existing file
+    only with `force`, never the memory file or its -wal/-shm) or a new folder (Markdown). The
+    file is written to a private temporary file beside its final name, renamed when complete."""
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown format {fmt!r}: use jsonl or markdown")
     if fmt == "markdown":
         if path in (None, "-"):
             raise InvalidInput("a Markdown export is a folder of files: give it with -o FOLDER")
+        files.refuse_memory_file(Path(path), mem.path)
         return export_markdown(mem, Path(path), per=per, progress=progress)
     if path in (None, "-"):
         if stdout is None:
             raise InvalidInput("name the output file with -o PATH")
         return export_jsonl(mem, stdout, with_vectors=with_vectors, progress=progress) | {"path": "-"}
-    target = Path(path).expanduser()
-    tmp = target.with_name(target.name + ".partial")
+    target = files.check_new(Path(path), mem.path, force=force)
+    if not target.parent.is_dir():
+        raise InvalidInput(f"the folder {target.parent} does not exist")
+    tmp = files.new_partial(target)
     try:
         with _private_open(tmp) as out:
             result = export_jsonl(mem, out, with_vectors=with_vectors, progress=progress)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
+        try:
+            files.publish(tmp, target, force=force)
+        except FileExistsError:
+            raise InvalidInput(f"{target} was created by another process meanwhile; nothing was "
+                               "replaced (add --force to replace it)") from None
+        files.fsync(target.parent)
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
     return result | {"path": str(target)}

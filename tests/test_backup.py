@@ -449,3 +449,142 @@ def test_cli_restore_errors_have_exit_codes(cli, tmp_path):
     assert cli("restore", str(newer)).returncode == 7
     ok = cli.json("restore", str(Path(cli.json("backup")["data"]["path"])))
     assert ok["ok"] and ok["data"]["memories"] == 1
+
+
+# -- restores while other processes write ---------------------------------------------------------
+
+def _acked(lines: Lines) -> list[str]:
+    import json
+
+    return [json.loads(line)["content"] for line in lines.pending()]
+
+
+def _held_contents(path: Path) -> set[str]:
+    conn = apsw.Connection(f"file:{path}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    try:
+        return {r[0] for r in conn.execute("SELECT content FROM memories WHERE deleted_at IS NULL")}
+    finally:
+        conn.close()
+
+
+def test_restores_under_writers_lose_no_acknowledged_write(db_path, tmp_path, model_path):
+    """Two writer processes add memories without pause while `magray restore` runs again and
+    again. Each restore must succeed, and every write a writer was told had landed must be in the
+    live file or in the safety copy of one of the restores (the one that replaced it)."""
+    import json
+
+    from helpers.reliability import run_cli, start_worker, subprocess_env
+
+    with Memory.open(db_path, model=str(model_path)) as seed:
+        seed.add_many([{"content": f"memory {i} kept in the backup", "layer": "assets"} for i in range(40)])
+        backup = seed.backup(tmp_path / "base.db").path
+    env = subprocess_env(tmp_path)
+    writers = [start_worker("crash-writer", db_path, env, "--tag", tag) for tag in ("wa", "wb")]
+    outputs = [Lines(w) for w in writers]
+    acked: list[str] = []
+    safety_copies: list[Path] = []
+    try:
+        for out in outputs:  # each writer is up and writing
+            acked.append(json.loads(out.next())["content"])
+        for _ in range(4):
+            proc = run_cli(db_path, env, "--json", "restore", str(backup))
+            assert proc.returncode == 0, proc.stderr
+            report = json.loads(proc.stdout)["data"]
+            assert report["memories"] == 40
+            assert report["safety_copy"], report
+            safety_copies.append(Path(report["safety_copy"]))
+            for out in outputs:  # writes go on after each restore
+                acked.append(json.loads(out.next())["content"])
+                acked += _acked(out)
+        for w in writers:
+            assert w.poll() is None, w.stderr.read()
+    finally:
+        for w in writers:
+            w.kill()
+            w.wait()
+    for out in outputs:
+        acked += _acked(out)
+    held = _held_contents(db_path)
+    for copy in safety_copies:
+        assert backup_mod.verify(copy).kind == "pre-restore"
+        held |= _held_contents(copy)
+    lost = [c for c in acked if c not in held]
+    assert not lost, f"{len(lost)} of {len(acked)} acknowledged writes are nowhere: {lost[:5]}"
+    assert len(acked) > 8
+
+
+def test_backups_at_once_each_finish_private_and_clean(db_path, tmp_path, model_path):
+    """Several `magray backup` processes started together (same second, same default name):
+    each gets its own temporary file and its own final name, every backup is 0600 and verifies,
+    and no temporary file is left behind."""
+    from helpers.reliability import subprocess_env
+
+    from helpers.reliability import start_worker
+
+    with Memory.open(db_path, model=str(model_path)) as seed:
+        seed.add_many([{"content": f"memory {i} to back up", "layer": "assets"} for i in range(30)])
+    env = subprocess_env(tmp_path)
+    writer = start_worker("crash-writer", db_path, env, "--tag", "wb")  # and a process writing meanwhile
+    try:
+        Lines(writer).next()
+        procs = [subprocess.Popen([sys.executable, "-m", "magray", "--db", str(db_path), "--json", "backup"],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        results = [p.communicate(timeout=300) for p in procs]
+        assert writer.poll() is None, writer.stderr.read()
+    finally:
+        writer.kill()
+        writer.wait()
+    for proc, (out, err) in zip(procs, results):
+        assert proc.returncode == 0, err
+    import json
+
+    paths = {json.loads(out)["data"]["path"] for out, _ in results}
+    assert len(paths) == 4
+    for path in paths:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert backup_mod.verify(path).memories >= 30
+    folder = backup_mod.default_dir(db_path)
+    assert sorted(p.name for p in folder.iterdir() if "partial" in p.name or p.name.endswith(("-wal", "-shm",
+                                                                                              "-journal"))) == []
+
+
+KILLED_MID_BACKUP = r"""
+import sys
+from pathlib import Path
+from magray import Memory
+from magray import backup as backup_mod
+
+def stop(done, total):
+    if done < total:
+        print("copying", flush=True)
+        sys.stdin.readline()  # killed here, its temporary file half written
+
+with Memory.open(Path(sys.argv[1])) as mem:
+    backup_mod.create(mem, step_pages=1, progress=stop)
+"""
+
+
+def test_prune_removes_what_a_killed_backup_left(db_path, model_path):
+    with Memory.open(db_path, model=str(model_path)) as seed:
+        seed.add_many([{"content": f"memory {i} " + "padding " * 200, "layer": "assets"} for i in range(20)])
+        seed.backup()
+    proc = spawn(KILLED_MID_BACKUP, db_path, stdin=subprocess.PIPE)
+    try:
+        assert Lines(proc).next() == "copying"
+        folder = backup_mod.default_dir(db_path)
+        partials = [p for p in folder.iterdir() if p.name.endswith(".partial")]
+        assert partials, "the backup was killed before it made its temporary file"
+        with Memory.open(db_path) as mem:  # its writer is alive: not stale yet
+            assert mem.prune_backups(keep_last=5)["unfinished_removed"] == []
+            assert all(p.exists() for p in partials)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+        proc.wait()
+    with Memory.open(db_path) as mem:
+        report = mem.prune_backups(keep_last=5)
+    assert sorted(report["unfinished_removed"]) == sorted(str(p) for p in partials)
+    assert not [p for p in folder.iterdir() if "partial" in p.name]
+    assert len(backup_mod.list_backups(folder)) == 1

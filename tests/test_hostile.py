@@ -249,6 +249,155 @@ def test_cli_bad_jsonl_adds_nothing(store, tmp_path):
     assert content_digest(store.path) == before
 
 
+# -- files and values from elsewhere: UTF-8, nesting, sizes, numbers, YAML, config --------------
+
+
+def _nested(depth: int, leaf=None):
+    """A value `depth` lists deep (a list counts as one level)."""
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@HYPOTHESIS
+@given(lines=st.lists(st.binary(max_size=40), min_size=1, max_size=4), as_import=st.booleans())
+@example(lines=[b'{"content": "caf\xe9"}'], as_import=False)
+@example(lines=[b'{"content": "ok"}', b"\xff\xfe\x00"], as_import=True)
+@example(lines=[b'{"content": "\xed\xa0\x80 surrogate as UTF-8"}'], as_import=False)
+def test_any_bytes_as_jsonl(store, lines, as_import):
+    """Arbitrary bytes (invalid UTF-8 included) as an `add --jsonl` or `import` file: added, or
+    one InvalidInput naming the line, and nothing written."""
+    import io
+
+    header = b'{"format": "magray-export", "version": 1}\n' if as_import else b""
+    stream = io.BytesIO(header + b"\n".join(lines) + b"\n")
+    call = (lambda: store.import_jsonl(stream, name="f")) if as_import else (lambda: store.add_jsonl(stream, name="f"))
+    _, error = _unchanged_on_error(store, call)
+    assert error is None or isinstance(error, InvalidInput), error
+
+
+@HYPOTHESIS
+@given(depth=st.integers(0, 3000), width=st.integers(0, 3))
+@example(depth=32, width=1)
+@example(depth=33, width=1)
+@example(depth=986, width=1)
+def test_metadata_nesting_is_bounded_on_every_way_in(store, depth, width):
+    """Nested metadata is stored up to the limit and refused past it, by the API and by a JSONL
+    line (even one deeper than Python's own JSON reader goes); what is stored can be read back."""
+    import io
+    import json
+
+    from magray.records import MAX_METADATA_DEPTH
+
+    meta = {"k": _nested(depth, list(range(width)))}
+    levels = depth + 2  # the object, the lists, the innermost list
+    text = f"nesting probe {depth} {width} {content_digest(store.path)[:12]}"
+    result, error = _unchanged_on_error(store, lambda: store.add(text, metadata=meta))
+    assert (error is None) == (levels <= MAX_METADATA_DEPTH), (levels, error)
+    if result is not None:
+        assert store.get(result.id, touch=False).metadata == meta
+        assert store.list(limit=1)  # every listing can still read it
+    line = '{"content": "jsonl %s", "metadata": {"k": %s%s%s}}\n' % (text, "[" * depth, json.dumps(list(range(width))),
+                                                                   "]" * depth)
+    _, error = _unchanged_on_error(store, lambda: store.add_jsonl(io.StringIO(line), name="f"))
+    assert (error is None) == (levels <= MAX_METADATA_DEPTH), (levels, error)
+
+
+@HYPOTHESIS
+@given(content_size=st.sampled_from([40, 200, MAX_CONTENT_CHARS + 1, 3 * MAX_CONTENT_CHARS]),
+       meta_size=st.sampled_from([0, 99_980, 99_992, 100_001, 300_000]))
+def test_sizes_at_the_limits(store, content_size, meta_size):
+    """Content and metadata sizes around their limits, through update (which checked neither)
+    and add: accepted up to the limit, one InvalidInput past it, and nothing written then."""
+    from magray.records import MAX_METADATA_CHARS
+
+    probe = f"size probe {content_digest(store.path)[:12]} "
+    record = store.add(probe)
+    content = probe + "z" * (content_size - len(probe))
+    meta = {"v": "m" * meta_size}
+    too_big = content_size > MAX_CONTENT_CHARS or len('{"v": ""}') + meta_size > MAX_METADATA_CHARS
+    _, error = _unchanged_on_error(store, lambda: store.update(record.id, content=content, metadata=meta))
+    assert (error is None) == (not too_big), (content_size, meta_size, error)
+    _, error = _unchanged_on_error(store, lambda: store.add("new " + content, metadata=meta))
+    assert (error is None) == (not too_big), (content_size, meta_size, error)
+
+
+NUMBERS = st.one_of(st.integers(-2**70, 2**70), st.sampled_from([2**63 - 1, 2**63, 2**64, -1, 0]),
+                    st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.text(max_size=4), st.none())
+
+
+@HYPOTHESIS
+@given(field=st.sampled_from(["access_count", "id", "merged_into", "importance", "created_at", "updated_at",
+                              "accessed_at", "expires_at", "uses.uses", "uses.last_at"]),
+       value=NUMBERS)
+@example(field="access_count", value=2**64)
+@example(field="uses.uses", value=2**63)
+def test_import_any_number_in_any_field(store, field, value):
+    """A number of any size or kind in an exported field: imported, or one InvalidInput before
+    anything is written (never an OverflowError or a constraint failing half-way)."""
+    import io
+    import json
+
+    record = {"content": f"number probe {content_digest(store.path)[:12]}", "layer": "assets"}
+    if field.startswith("uses."):
+        use = {"session": "s", "uses": 1, "last_at": 1.0} | {field[5:]: value}
+        record["uses"] = [use]
+    else:
+        record[field] = value
+    good = {"content": f"good line before {content_digest(store.path)[:12]}", "layer": "assets"}
+    text = '{"format": "magray-export", "version": 1}\n' + json.dumps(good) + "\n" + json.dumps(record) + "\n"
+    _, error = _unchanged_on_error(store, lambda: store.import_jsonl(io.StringIO(text), name="f"))
+    assert error is None or isinstance(error, InvalidInput), error
+
+
+YAML_PIECES = ["&a", "*a", "[", "]", "{", "}", ":", "- ", "!!python/object:os.system", "!!binary", "? ",
+               "&b [*a, *a]", "<<: *a", ".nan", ".inf", "2024-01-01", "99999-01-01", "1e999", "'", '"', "|",
+               "\n", "  ", "tags", "title", "created", "x"]
+
+
+@HYPOTHESIS
+@given(front=st.one_of(st.lists(st.sampled_from(YAML_PIECES), max_size=12).map("".join),
+                       st.text(max_size=60), st.builds(lambda d: "x: " + "[" * d + "]" * d, st.integers(0, 4000))))
+@example(front="x: &a [*a]")
+@example(front="a: &a [1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: [*b,*b,*b,*b,*b,*b,*b,*b,*b]")
+@example(front="created: 99999-01-01")
+@example(front="k: .nan")
+def test_any_yaml_front_matter(store, tmp_path_factory, front):
+    """A note with any front matter: taken (as metadata, never expanded through aliases) or
+    skipped with a reason; the import never fails with anything but one InvalidInput."""
+    folder = tmp_path_factory.mktemp("notes")
+    (folder / "note.md").write_text(f"---\n{front}\n---\nbody of a hostile note\n", encoding="utf-8",
+                                    errors="surrogatepass")
+    report, error = _unchanged_on_error(store, lambda: store.import_from("markdown", str(folder), dry_run=True))
+    assert error is None or isinstance(error, InvalidInput), error
+    if report is not None:
+        assert report["found"] == 1 and report["would_add"] + report["already_stored"] + len(report["skipped"]) == 1
+
+
+@HYPOTHESIS
+@given(key=st.sampled_from(["promotion.interact_min_uses", "promotion.insights_min_sessions",
+                            "promotion.insights_min_importance", "dedup.layers", "dedup.min_similarity",
+                            "cache.max_entries", "maintenance.expire_per_write", "maintenance.optimize_every_adds",
+                            "dedup.nope", "nope"]),
+       value=st.one_of(st.text(max_size=12), st.integers(-10**30, 10**30).map(str),
+                       st.floats().map(str), st.sampled_from(["nan", "inf", "-inf", "1e999", "0", "1", "0.5"])))
+def test_config_set_any_value(key, value):
+    """Any value for any setting: stored (and the file still reads back as TOML with that value)
+    or one InvalidInput with the file unchanged."""
+    from magray.config import config_path, load_rules, set_rule
+
+    before = config_path().read_bytes() if config_path().exists() else None
+    try:
+        rules = set_rule(key, value)
+    except InvalidInput as exc:
+        assert "\n" not in str(exc)
+        assert (config_path().read_bytes() if config_path().exists() else None) == before
+        return
+    section, name = key.split(".")
+    assert load_rules() == rules and load_rules()[section][name] == rules[section][name]
+
+
 # -- hostile files -----------------------------------------------------------------------------
 
 

@@ -316,3 +316,52 @@ def test_metrics_port_serves_prometheus_beside_mcp(db_path, model_path, cli):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _read_line(proc: subprocess.Popen, timeout: float = 120) -> str:
+    """One line from the server (a generous safety timeout turns a hang into a failure)."""
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    if not selector.select(timeout):
+        raise AssertionError(f"the server did not answer in {timeout}s")
+    return proc.stdout.readline()
+
+
+def test_unreadable_requests_are_answered_not_left_hanging(db_path, model_path):
+    """A request the SDK's stdio layer cannot parse (a lone surrogate escape, JSON nested deeper
+    than its parser goes) still gets an answer: a JSON-RPC error with the request's id."""
+    call = '{"jsonrpc": "2.0", "id": %s, "method": "tools/call", "params": {"name": "recall", "arguments": %s}}'
+    unreadable = {
+        10: call % (10, '{"query": "\\ud800"}'),
+        11: call % (11, '{"query": "x", "filters": ' + "[" * 300 + "]" * 300 + "}"),
+        12: call % (12, '{"query": "x", "filters": ' + "[" * 5000 + "]" * 5000 + "}"),
+        "thirteen": call % ('"thirteen"', '{"query": "\\udfff and more"}'),
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "magray", "serve", "--db", str(db_path)], cwd=ROOT,
+                            env=server_env(model_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, bufsize=1)
+    try:
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"}}}) + "\n")
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n")
+        proc.stdin.flush()
+        assert json.loads(_read_line(proc))["id"] == 1
+        for request_id, line in unreadable.items():
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+            answer = json.loads(_read_line(proc))
+            assert answer["id"] == request_id and answer["error"]["code"] in (-32700, -32600), answer
+            assert "\n" not in answer["error"]["message"]
+        proc.stdin.write(call % (20, '{"query": "still serving"}') + "\n")  # and the server goes on
+        proc.stdin.flush()
+        answer = json.loads(_read_line(proc))
+        assert answer["id"] == 20 and "result" in answer, answer
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

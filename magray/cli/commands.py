@@ -23,7 +23,7 @@ def parse_meta(pairs: list[str]) -> dict[str, Any]:
             raise InvalidInput(f"bad --meta {pair!r}: use KEY=VALUE")
         try:
             meta[key.strip()] = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             meta[key.strip()] = value
     return meta
 
@@ -67,17 +67,22 @@ def cmd_add(mem: Memory, args: argparse.Namespace) -> Any:
 
 
 def _add_jsonl(mem: Memory, source: str, args: argparse.Namespace) -> Any:
-    stream = sys.stdin if source == "-" else _open_text(source)
+    stream = _stdin_lines() if source == "-" else _open_lines(source)
     with stream:
         return mem.add_jsonl(stream, name=source, progress=progress_bar("adding", None),
                              dedup=False if args.no_dedup else None)
 
 
-def _open_text(path: str):
+def _open_lines(path: str):
+    """A JSONL file as bytes: the reader decodes each line, and names the line that is not UTF-8."""
     try:
-        return open(path, encoding="utf-8")
+        return open(path, "rb")
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _stdin_lines():
+    return getattr(sys.stdin, "buffer", sys.stdin)
 
 
 def cmd_get(mem: Memory, args: argparse.Namespace) -> Any:
@@ -255,7 +260,7 @@ def cmd_backup(mem: Memory, args: argparse.Namespace) -> Any:
         return mem.backup_policy(**policy)
     if action == "prune":
         return mem.prune_backups(args.dir, **policy, dry_run=args.dry_run)
-    report = mem.backup(args.action_or_dest, progress=progress_bar("backing up", None, unit="page")).to_dict()
+    report = mem.backup(args.action_or_dest, force=args.force, progress=progress_bar("backing up", None, unit="page")).to_dict()
     if args.rotate:
         report["rotation"] = mem.prune_backups(Path(report["path"]).parent)
     return report
@@ -269,7 +274,7 @@ def cmd_export(mem: Memory, args: argparse.Namespace) -> Any:
     if args.json and args.format == "jsonl" and args.output in (None, "-"):
         raise InvalidInput("--json prints its envelope on stdout: give the export a file with -o PATH")
     return mem.export(args.format, args.output, with_vectors=args.vectors, per=args.per, stdout=sys.stdout,
-                      progress=progress_bar("exporting", None))
+                      force=args.force, progress=progress_bar("exporting", None))
 
 
 def cmd_import(mem: Memory, args: argparse.Namespace) -> Any:
@@ -277,7 +282,7 @@ def cmd_import(mem: Memory, args: argparse.Namespace) -> Any:
         return mem.import_from(args.source, args.file, layer=args.layer, project=args.project,
                                collection=args.collection, split=args.split, dry_run=args.dry_run,
                                progress=progress_bar("importing", None))
-    stream = sys.stdin if args.file == "-" else _open_text(args.file)
+    stream = _stdin_lines() if args.file == "-" else _open_lines(args.file)
     with stream:
         return mem.import_jsonl(stream, name=args.file, progress=progress_bar("importing", None))
 

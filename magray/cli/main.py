@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(build_parser(), argv)
     command = args.command
-    _configure_logging(args)
     try:
+        _configure_logging(args)
         from ..memory import Memory
         from . import commands
 
@@ -77,7 +77,7 @@ def _render(command: str, result, args) -> None:
         return
     output = render.text(command, result, args)
     if output:  # e.g. `export` to stdout already wrote its data
-        render.emit(output)
+        render.emit(render.printable(output))
 
 
 def _configure_logging(args) -> None:
@@ -87,18 +87,37 @@ def _configure_logging(args) -> None:
     # A server has no other way to tell what it does: it logs at INFO unless told otherwise.
     base = 1 if args.command == "serve" else 0
     level = logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(base + args.verbose, 2)]
-    handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_log_stream(args.log_file, args.db) if args.log_file else sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("magray")
     root.setLevel(level)
     root.addHandler(handler)
 
 
+def _log_stream(path: str, db: str | None):
+    """The log file, appended to, created private (0600: a log names files and errors), and never
+    the memory file or one of SQLite's files beside it."""
+    import os
+    from pathlib import Path
+
+    from ..config import default_db_path
+
+    target = Path(path).expanduser().resolve()
+    live = Path(db if db is not None else default_db_path()).expanduser().resolve()
+    if target in {live.with_name(live.name + s) for s in ("", "-wal", "-shm", "-journal")}:
+        raise errors.InvalidInput(f"--log-file {path} is the memory file or one of its SQLite files")
+    try:
+        fd = os.open(target, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise errors.InvalidInput(f"cannot write the log file {path}: {exc.strerror}") from None
+    return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+
+
 def _fail(command: str, kind: str, message: str, code: int, as_json: bool) -> int:
     message = " ".join(message.split())
     if as_json:
         render.emit(render.envelope_error(command, kind, message, code))
-    render.emit(f"magray: error: {message}", sys.stderr)
+    render.emit(f"magray: error: {render.printable(message)}", sys.stderr)
     return code
 
 

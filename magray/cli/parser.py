@@ -264,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-daily", type=int, metavar="D", help="prune/policy: keep the newest backup of each of the last D days")
     p.add_argument("--keep-weekly", type=int, metavar="W", help="prune/policy: keep the newest backup of each of the last W weeks")
     p.add_argument("--dry-run", action="store_true", help="prune: only say what would be removed")
+    p.add_argument("--force", action="store_true", help="replace DEST if it is an existing file (never the memory file)")
 
     p = _sub(subs, "restore", "replace the memory file's content with a verified backup (a safety copy is kept)",
              "  magray restore backups/memory-20260501T120000Z.db\n", common)
@@ -277,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="PATH", help="a new file (jsonl; default stdout) or a new folder (markdown)")
     p.add_argument("--per", choices=("memory", "layer"), default="memory",
                    help="markdown: one file per memory (default) or per layer")
+    p.add_argument("--force", action="store_true",
+                   help="jsonl: replace PATH if it is an existing file (never the memory file)")
 
     p = _sub(subs, "import", "add memories from a `magray export` JSONL file, or from another tool (--from)",
              "  magray import memories.jsonl\n  magray export | magray --db other.db import -\n"

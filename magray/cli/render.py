@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import is_dataclass
 from typing import Any
@@ -190,6 +191,18 @@ def text(command: str, value: Any, args: Any) -> str:
         return "\n".join(f"{k}: {json.dumps(to_data(v), ensure_ascii=False) if isinstance(v, (dict, list)) else v}"
                          for k, v in value.items())
     return str(value)
+
+
+# Control characters (C0 but newline and tab, DEL, C1) and the bidirectional overrides: printed
+# raw, stored text could move the cursor, recolour or retitle the terminal, or reorder a line.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """Text for a terminal: each control character shown as its escape (ESC as \\x1b), so that
+    stored content can neither drive the terminal nor hide what it says. JSON output is exact."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                        else f"\\u{ord(m.group()):04x}", text)
 
 
 def emit(line: str, stream=None) -> None:

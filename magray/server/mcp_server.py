@@ -164,7 +164,112 @@ class MemoryServer:
 
     async def serve_stdio(self) -> None:
         async with stdio_server() as (read_stream, write_stream):
-            await self.serve(read_stream, write_stream)
+            await self.serve(AnswerUnreadable(read_stream, write_stream), write_stream)
+
+
+class AnswerUnreadable:
+    """The transport's read stream, minus the lines it could not read. The SDK's stdio layer
+    passes on a line that is not a JSON-RPC message (a lone surrogate, JSON nested deeper than
+    its parser goes) as an exception, which the server only logs: the client would wait forever
+    for its answer. Here each such line is answered with a JSON-RPC error carrying its id."""
+
+    def __init__(self, inner: Any, write_stream: Any) -> None:
+        self._inner, self._write = inner, write_stream
+
+    @property
+    def last_context(self) -> Any:
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self) -> Any:
+        while True:
+            item = await self._inner.receive()
+            if not isinstance(item, Exception):
+                return item
+            await self._answer(item)
+
+    def __aiter__(self) -> AnswerUnreadable:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> AnswerUnreadable:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self._inner.__aexit__(*exc)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def _answer(self, exc: Exception) -> None:
+        from mcp.shared.message import SessionMessage
+
+        line, problem = unreadable_line(exc)
+        code = types.PARSE_ERROR if problem.startswith("Invalid JSON") else types.INVALID_REQUEST
+        request_id = top_level_id(line) if line is not None else None
+        log.info("answered an unreadable message (id %r) with error %d", request_id, code)
+        error = types.JSONRPCError(jsonrpc="2.0", id=request_id,
+                                   error=types.ErrorData(code=code, message=one_line(problem)))
+        await self._write.send(SessionMessage(error))
+
+
+def unreadable_line(exc: Exception) -> tuple[str | None, str]:
+    """The raw line a transport could not read (when the error carries it) and what was wrong."""
+    errors = getattr(exc, "errors", None)
+    try:
+        first = errors()[0] if callable(errors) else None
+    except Exception:  # noqa: BLE001 - any error object without details
+        first = None
+    if not first:
+        return None, f"unreadable message: {type(exc).__name__}"
+    line = first.get("input") if isinstance(first.get("input"), str) else None
+    message = str(first.get("msg") or type(exc).__name__)
+    return line, message if message.startswith("Invalid JSON") else f"not a JSON-RPC message: {message}"
+
+
+def top_level_id(line: str) -> str | int | None:
+    """The "id" member of a JSON object on one line, found without parsing the rest: walked
+    without recursion (so any nesting is fine) and tolerant of text JSON parsers refuse (lone
+    surrogate escapes). None when there is none, or when it is not a string or an integer."""
+    decoder = json.JSONDecoder()
+    depth, i, n = 0, 0, len(line)
+    while i < n:
+        ch = line[i]
+        if ch == '"':
+            try:
+                text, end = decoder.raw_decode(line, i)
+            except ValueError:
+                return None
+            j = end
+            while j < n and line[j] in " \t\r\n":
+                j += 1
+            if depth == 1 and text == "id" and j < n and line[j] == ":":
+                j += 1
+                while j < n and line[j] in " \t\r\n":
+                    j += 1
+                if j >= n or line[j] in "{[":
+                    return None
+                try:
+                    value, _ = decoder.raw_decode(line, j)
+                except ValueError:
+                    return None
+                return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+            i = end
+            continue
+        if ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+        i += 1
+    return None
 
 
 def _error(message: str) -> types.CallToolResult:
