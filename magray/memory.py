@@ -184,7 +184,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
             # and the check that matters is the one made under the write lock below.
             p.chunks = embedder.chunks(p.fields["content"])
             texts.extend(p.chunks)
-        embedded = cache.embed_cached(self._conn, embedder, bound.sha256, texts)
+        embedded = cache.embed_cached(self._conn, embedder, bound.sha256, texts,
+                                      prompt=self._prompts(bound).document)
         results = []
         now = self.now()
         dedup_layers = set(self.rules["dedup"]["layers"])
@@ -265,7 +266,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         if "content" in changes and changes["content_hash"] != record.content_hash:
             embedder, bound = self._load_embedder()
             chunks = embedder.chunks(content)
-            embedded = cache.embed_cached(self._conn, embedder, bound.sha256, chunks)
+            embedded = cache.embed_cached(self._conn, embedder, bound.sha256, chunks,
+                                          prompt=self._prompts(bound).document)
         with self._write():
             # Read again under the lock: another process may have moved it while we embedded.
             record = records.get(self._conn, memory_id, now, include_expired=True)
@@ -393,11 +395,12 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
             found = None
             if bound is not None and self._embedder is None:
                 self._resolve_model()  # refuses another model before anything is read
-                found = cache.cached(self._conn, bound.sha256, text, bound.dim)
+                found = cache.cached(self._conn, bound.sha256, text, bound.dim, prompt=self._prompts(bound).query)
             if found is None:
                 embedder, bound = self._load_embedder()
                 # A query longer than the model's window is embedded by its first chunk.
-                found = cache.embed_cached(self._conn, embedder, bound.sha256, embedder.chunks(text)[:1])
+                found = cache.embed_cached(self._conn, embedder, bound.sha256, embedder.chunks(text)[:1],
+                                           prompt=self._prompts(bound).query)
             embedded.append((bound, found))
             query_vec, generation = found.vectors[0], bound.generation
         return search_mod.find(self._conn, text, query_vec, generation, filters, now, k, mode, ranking, floor)
@@ -441,7 +444,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
             wal_bytes=wal.stat().st_size if wal.exists() else 0, schema_version=version,
             sqlite_version=apsw.sqlite_lib_version(), sqlite_vec_version=vec_version,
             profile=self.profile, counts=counts, deleted=deleted, expired=expired,
-            model=bound.to_dict() if bound else None, device=self.device(),
+            model=bound.to_dict() | {"prompts": self._prompts(bound).to_dict()} if bound else None,
+            device=self.device(),
             cache=cache_stats, counters=counters,
         )
 

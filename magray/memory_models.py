@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import binding as binding_mod
 from . import records, vectors
-from .embed import cache
+from .embed import cache, prompts
 from .errors import Busy, ModelError, ModelMismatch
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class ModelsMixin:
             with self._write():
                 bound = binding_mod.current(self._conn) or binding_mod.bind(
                     self._conn, entry.name, entry.sha256, embedder.dim, embedder.pooling, 1, self.now())
+                self._record_prompts(entry, embedder.metadata)
             if bound.sha256 != entry.sha256:
                 embedder.close()
                 raise ModelMismatch(f"another process bound this file to {bound.model_name} meanwhile")
@@ -69,6 +70,16 @@ class ModelsMixin:
             raise ModelMismatch(f"model {entry.name} makes {embedder.dim}-dim vectors, the file holds {bound.dim}")
         self._embedder, self._binding = embedder, bound
         return embedder, bound
+
+    def _prompts(self: Memory, bound: binding_mod.Binding) -> prompts.Prompts:
+        """The query and document prompts of the bound model (none for most sentence models)."""
+        return prompts.for_model(self._conn, bound.sha256, bound.model_name)
+
+    def _record_prompts(self: Memory, entry: binding_mod.ModelEntry, metadata: dict[str, str]) -> None:
+        """Record the model's prompts, unless the user gave them (inside a write transaction)."""
+        if prompts.recorded(self._conn, entry.sha256) is None:
+            prompts.record(self._conn, entry.sha256,
+                           prompts.resolve(None, metadata, entry.name, Path(entry.path).name))
 
     @property
     def model_requested(self: Memory) -> str | None:
@@ -95,9 +106,12 @@ class ModelsMixin:
         raise ModelError(f"no model named {request!r} and no such GGUF file")
 
     def add_model(self: Memory, source: str, *, name: str | None = None, sha256: str | None = None,
-                  progress: Callable[[int, int | None], None] | None = None) -> binding_mod.ModelEntry:
+                  progress: Callable[[int, int | None], None] | None = None,
+                  query_prefix: str | None = None, document_prefix: str | None = None) -> binding_mod.ModelEntry:
         """Register a model from a local GGUF path, a URL (downloaded into the cache dir) or a
-        known name like `all-minilm-l6-v2`. The file's sha256 is checked and recorded."""
+        known name like `all-minilm-l6-v2`. The file's sha256 is checked and recorded, and the
+        prompts it embeds queries and documents after, when given (else they are read from the
+        GGUF metadata or a well-known name's defaults when the model is bound)."""
         from .embed import models
 
         if source in models.KNOWN_MODELS and not Path(source).exists():
@@ -113,6 +127,9 @@ class ModelsMixin:
                                        self.now())
         with self._write():
             binding_mod.register(self._conn, entry)
+            if query_prefix is not None or document_prefix is not None:
+                prompts.record(self._conn, entry.sha256,
+                               prompts.Prompts(query_prefix or "", document_prefix or "", "option"))
         return entry
 
     def models(self: Memory) -> list[dict[str, Any]]:
@@ -134,13 +151,14 @@ class ModelsMixin:
                                 f"run `magray reindex --model {name}` to re-embed them with {name}")
         models.verify(Path(entry.path), entry.sha256)
         probe = Embedder(Path(entry.path), device="cpu")
-        dim, pooling = probe.dim, probe.pooling
+        dim, pooling, metadata = probe.dim, probe.pooling, probe.metadata
         probe.close()
         with self._write():
             generation = (bound.generation + 1) if bound else 1
             if bound:
                 vectors.drop(self._conn, bound.generation)
             new = binding_mod.bind(self._conn, entry.name, entry.sha256, dim, pooling, generation, self.now())
+            self._record_prompts(entry, metadata)
         self._embedder, self._binding = None, None
         return new
 
@@ -168,7 +186,9 @@ class ModelsMixin:
                 with self._write():
                     vectors.create(self._conn, generation, embedder.dim)
                     binding_mod.set_setting(self._conn, "reindex", pending)
+                    self._record_prompts(entry, embedder.metadata)
             generation = pending["generation"]
+            document_prompt = prompts.for_model(self._conn, entry.sha256, entry.name).document
             done = 0
             while True:
                 todo = [r[0] for r in self._conn.execute(
@@ -183,7 +203,7 @@ class ModelsMixin:
                     pieces = embedder.chunks(found[memory_id].content)
                     spans.append((memory_id, len(texts), len(pieces)))
                     texts.extend(pieces)
-                embedded = cache.embed_cached(self._conn, embedder, entry.sha256, texts)
+                embedded = cache.embed_cached(self._conn, embedder, entry.sha256, texts, prompt=document_prompt)
                 with self._write():
                     # Read again under the lock: a memory changed or deleted while the model ran
                     # would get vectors of its old text; it is left for the next round instead.

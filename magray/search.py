@@ -420,12 +420,12 @@ def _complete(conn: apsw.Connection, generation: int, query_vec, scorer: TextSco
 def rank(records_by_id: dict[int, MemoryRecord], parts: dict[int, dict], now: float, k: int,
          ranking: Ranking = DEFAULT_RANKING, min_score: float = 0.0) -> list[SearchHit]:
     """Fused relevance, lifted a little by recency (per-layer half-life) and by use; memories
-    whose relevance is below `min_score` (or nothing at all) are left out."""
+    whose relevance is below `min_score` are left out (none when it is 0)."""
     half_lives = dict(ranking.half_life_days)
     hits = []
     for memory_id, p in parts.items():
         record = records_by_id.get(memory_id)
-        if record is None or p["fused"] <= 0 or p["fused"] < min_score:
+        if record is None or (min_score > 0 and p["fused"] < min_score):
             continue
         age_days = max(0.0, now - record.created_at) / 86400.0
         recency = 0.5 ** (age_days / half_lives.get(record.layer, 30.0))

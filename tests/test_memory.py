@@ -80,7 +80,9 @@ def test_semantic_recall_finds_paraphrase_sharing_no_words(mem):
         content_words = lambda t: {w.strip(".?") for w in t.lower().split()} - STOPWORDS
         assert not content_words(query) & content_words(text)
         for mode in ("vector", "hybrid"):
-            hits = mem.search(query, k=3, mode=mode, touch=False)
+            # min_score=0: the ranking is under test here, not the relevance floor (one of these
+            # paraphrases has a cosine of 0.24, below what the floor admits).
+            hits = mem.search(query, k=3, mode=mode, touch=False, min_score=0)
             assert hits[0].memory.id == ids[text], (mode, query, [h.memory.content for h in hits])
 
 

@@ -205,7 +205,8 @@ def cmd_status(mem: Memory, args: argparse.Namespace) -> Any:
 def cmd_model(mem: Memory, args: argparse.Namespace) -> Any:
     if args.model_command == "add":
         return vars(mem.add_model(args.source, name=args.name, sha256=args.sha256,
-                                  progress=byte_progress_bar()))
+                                  progress=byte_progress_bar(), query_prefix=args.query_prefix,
+                                  document_prefix=args.document_prefix))
     if args.model_command == "use":
         return mem.use_model(args.name).to_dict()
     return mem.models()

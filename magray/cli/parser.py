@@ -221,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("source", metavar="PATH_OR_URL")
     q.add_argument("--name")
     q.add_argument("--sha256", help="expected sha256 of the file")
+    q.add_argument("--query-prefix", metavar="TEXT",
+                   help="text the model expects before a query, e.g. 'query: ' (default: from the GGUF "
+                        "metadata or the defaults of well-known models)")
+    q.add_argument("--document-prefix", metavar="TEXT", help="text the model expects before a document, "
+                   "e.g. 'passage: '")
     msubs.add_parser("list", help="models known to this file", parents=[common])
     q = msubs.add_parser("use", help="bind the file to a model (only while it holds no vectors)", parents=[common])
     q.add_argument("name")

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import apsw
 
+from .prompts import cache_key
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -29,14 +31,18 @@ class Embedded:
     new_entries: dict[str, bytes] = field(default_factory=dict)
     hits: int = 0
     hit_hashes: list[str] = field(default_factory=list)
+    # The cache's model key they belong under (the model's sha256, with the prompt if any).
+    model_key: str | None = None
 
 
 def embed_cached(conn: apsw.Connection, embedder: Embedder, model_sha256: str,
-                 texts: list[str]) -> Embedded:
-    """Vectors for `texts`: from the cache where the model saw the text before, else computed.
-    Runs outside any write transaction: embedding never holds the write lock."""
+                 texts: list[str], prompt: str = "") -> Embedded:
+    """Vectors for `texts` (each embedded after `prompt`): from the cache where the model saw
+    the text before, else computed. Runs outside any write transaction: embedding never holds
+    the write lock."""
     import numpy as np
 
+    model_sha256 = cache_key(model_sha256, prompt)
     hashes = [text_hash(t) for t in texts]
     found: dict[str, bytes] = {}
     unique = sorted(set(hashes))
@@ -61,33 +67,36 @@ def embed_cached(conn: apsw.Connection, embedder: Embedder, model_sha256: str,
     new_entries: dict[str, bytes] = {}
     if missing:
         order = list(missing.items())
-        computed = embedder.embed([texts[i] for _, i in order])
+        computed = embedder.embed([prompt + texts[i] for _, i in order])
         for (h, _), vec in zip(order, computed):
             new_entries[h] = vec.astype("<f4").tobytes()
         for i, h in enumerate(hashes):
             if h in new_entries:
                 vectors[i] = np.frombuffer(new_entries[h], dtype=np.float32)
     return Embedded(vectors=vectors, hashes=hashes, new_entries=new_entries, hits=hits,
-                    hit_hashes=hit_hashes)
+                    hit_hashes=hit_hashes, model_key=model_sha256)
 
 
-def cached(conn: apsw.Connection, model_sha256: str, text: str, dim: int) -> Embedded | None:
+def cached(conn: apsw.Connection, model_sha256: str, text: str, dim: int,
+           prompt: str = "") -> Embedded | None:
     """The cached vector of one text (a search query), or None: no model needs loading for it."""
     import numpy as np
 
+    model_sha256 = cache_key(model_sha256, prompt)
     h = text_hash(text)
     row = conn.execute("SELECT vector FROM embedding_cache WHERE model_sha256 = ? AND text_hash = ?",
                        (model_sha256, h)).fetchone()
     if row is None or len(row[0]) != 4 * dim:
         return None
     vector = np.frombuffer(row[0], dtype=np.float32).reshape(1, dim)
-    return Embedded(vectors=vector, hashes=[h], hits=1, hit_hashes=[h])
+    return Embedded(vectors=vector, hashes=[h], hits=1, hit_hashes=[h], model_key=model_sha256)
 
 
 def store(conn: apsw.Connection, model_sha256: str, embedded: Embedded, now: float,
           max_entries: int | None = None) -> int:
     """Inside the caller's write transaction: add what was computed, mark what was hit as used,
     and evict least-recently-used entries past `max_entries`. Returns how many were evicted."""
+    model_sha256 = embedded.model_key or model_sha256
     conn.executemany(
         "INSERT INTO embedding_cache (model_sha256, text_hash, vector, created_at, used_at) "
         "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET used_at = excluded.used_at",

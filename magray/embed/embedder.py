@@ -88,6 +88,7 @@ class Embedder:
         log.info("loaded %s on the %s", path.name, self.device)
         self.dim = int(self._llm.n_embd())
         meta = self._llm.metadata
+        self.metadata: dict[str, str] = dict(meta)
         arch = meta.get("general.architecture", "")
         self.pooling = _POOLING.get(int(meta.get(f"{arch}.pooling_type", 1)), "mean")
         self.max_tokens = min(n_ctx, int(meta.get(f"{arch}.context_length", n_ctx)))
