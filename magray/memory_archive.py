@@ -69,6 +69,7 @@ class ArchiveMixin:
                per: str = "memory", stdout: Any = None, progress: Progress | None = None) -> dict[str, Any]:
         """Every memory to a JSONL file (`stdout` when path is None or '-') or a folder of Markdown
         files; see `magray.transfer`."""
+        self._reconcile()
         return transfer.export_to_path(self, fmt, path, with_vectors=with_vectors, per=per, stdout=stdout,
                                        progress=progress)
 
