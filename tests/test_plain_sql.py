@@ -223,12 +223,21 @@ def test_shell_writes_racing_with_magray_writers_lose_nothing(tmp_path, env):
     for proc in writers:
         proc.stdin.write("go\n")
         proc.stdin.close()
-    out, err = sqlite.communicate("\n".join(script), timeout=300)
+    # The shell's statements are fed in step with the first writer's acknowledged adds, so that
+    # the two really interleave (each statement is its own transaction, as typed in the shell).
+    outputs = [[] for _ in writers]
+    for line in writers[0].stdout:
+        outputs[0].append(line)
+        if line.startswith("add ") and script:
+            sqlite.stdin.write("\n".join(script[:3]) + "\n")
+            sqlite.stdin.flush()
+            del script[:3]
+    _, err = sqlite.communicate("\n".join(script), timeout=300)
     assert sqlite.returncode == 0, err
     added = []
-    for proc in writers:
-        stdout, stderr = proc.communicate(timeout=300)
-        assert proc.returncode == 0, stderr[-3000:]
+    for proc, lines in zip(writers, outputs):
+        stdout, stderr = "".join(lines) + proc.stdout.read(), proc.stderr.read()
+        assert proc.wait(timeout=300) == 0, stderr[-3000:]
         added += [int(line.split()[1]) for line in stdout.splitlines() if line.startswith("add ")]
 
     from magray import Memory
