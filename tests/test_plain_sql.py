@@ -254,3 +254,33 @@ def test_shell_writes_racing_with_magray_writers_lose_nothing(tmp_path, env):
     problems, counts = consistency(db)
     assert not problems, problems
     assert counts["memories"] == 1 + 50 + 60
+
+
+def test_datasette_lists_the_views_and_queries_them(seeded, env):
+    """`datasette memory.db` with the datasette-sqlite-vec plugin, through Datasette's own test
+    client: the views are listed, a query on them runs, and the vector tables open too."""
+    datasette_app = pytest.importorskip("datasette.app")
+    db, (lena, tea, deploys) = seeded
+    generation = int(shell(db, "SELECT generation FROM model_binding"))
+
+    async def browse():
+        ds = datasette_app.Datasette([str(db)])
+        await ds.invoke_startup()
+        plugins = (await ds.client.get("/-/plugins.json")).json()
+        database = (await ds.client.get("/memory.json")).json()
+        rows = (await ds.client.get("/memory.json", params={
+            "sql": "select id, tags, state, created from memories_view where layer = :layer order by id",
+            "layer": "insights", "_shape": "array"})).json()
+        counters = (await ds.client.get("/memory/counters_view.json", params={"_shape": "array"})).json()
+        vectors = (await ds.client.get("/memory.json", params={
+            "sql": f"select count(*) as n, vec_length(embedding) as dim from vec_chunks_{generation}",
+            "_shape": "array"})).json()
+        return plugins, database, rows, counters, vectors
+
+    plugins, database, rows, counters, vectors = anyio.run(browse)
+    assert "datasette-sqlite-vec" in {p["name"] for p in plugins}
+    assert {"memories_view", "counters_view", "events_view", "layers_view"} <= {v["name"] for v in database["views"]}
+    assert [(r["id"], r["tags"], r["state"]) for r in rows] == [(i, "family", "live") for i in (lena, tea, deploys)]
+    assert all(r["created"].endswith("Z") for r in rows)
+    assert next(c["total"] for c in counters if c["name"] == "adds") == 3
+    assert vectors == [{"n": 3, "dim": 384}]
