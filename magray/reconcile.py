@@ -115,6 +115,8 @@ def _sync_batch(conn: apsw.Connection, rows: list[tuple[int, str, str | None]],
                 _dequeue(conn, memory_id)
                 continue
             current, layer, project, session, created_at, deleted_at, expires_at = row
+            if conn.execute("SELECT 1 FROM pending_memories WHERE memory_id = ?", (memory_id,)).fetchone() is None:
+                continue  # another magray process finished it meanwhile
             if current != content:
                 outcome.waiting += 1  # written again since it was read: the next pass takes it
                 continue
