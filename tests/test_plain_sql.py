@@ -284,3 +284,74 @@ def test_datasette_lists_the_views_and_queries_them(seeded, env):
     assert all(r["created"].endswith("Z") for r in rows)
     assert next(c["total"] for c in counters if c["name"] == "adds") == 3
     assert vectors == [{"n": 3, "dim": 384}]
+
+
+def test_nothing_queued_costs_one_lookup(mem):
+    mem.add("The user prefers dark mode", layer="assets")
+    statements = []
+    mem.connection.exec_trace = lambda cursor, sql, bindings: statements.append(sql) or True
+    mem.list()
+    mem.get(1, touch=True)
+    queue_reads = [s for s in statements if "pending_" in s]
+    # list: one check; get: one before its read and one before its write (counting the use).
+    assert len(queue_reads) == 3 and len(set(queue_reads)) == 1, queue_reads
+
+
+# -- property: whatever mix of magray and plain-SQL writes, ids only grow and the file stays whole --
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SHELL_TEXT = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=60).filter(str.strip)
+STEPS = st.lists(st.one_of(
+    st.tuples(st.sampled_from(["add", "shell_insert", "shell_edit"]), SHELL_TEXT),
+    st.tuples(st.sampled_from(["purge_newest", "shell_delete_newest", "shell_soft_delete_newest"]), st.none()),
+), min_size=1, max_size=6)
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory):
+    from helpers.reliability import model_path
+
+    from magray import Memory
+
+    with Memory.open(tmp_path_factory.mktemp("plain") / "plain.db", model=str(model_path())) as mem:
+        mem.add("a first memory, so that the file is bound to the model")
+        yield mem, {"highest": 1}
+
+
+@settings(max_examples=15, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(steps=STEPS)
+def test_any_mix_of_magray_and_shell_writes(shared_store, steps):
+    mem, seen = shared_store
+    db = mem.path
+    for op, text in steps:
+        newest = int(shell(db, "SELECT coalesce(max(id), 0) FROM memories WHERE deleted_at IS NULL"))
+        new_id = None
+        if op == "add":
+            result = mem.add(text)
+            new_id = result.id if result.created else None
+        elif op == "shell_insert":
+            new_id = int(shell(db, f"INSERT INTO memories (content) VALUES ({_quoted(text)}); SELECT last_insert_rowid();"))
+        elif newest and op == "shell_edit":
+            shell(db, f"UPDATE memories SET content = {_quoted(text)} WHERE id = {newest}")
+        elif newest and op == "purge_newest":
+            mem.delete(newest, hard=True)
+        elif newest and op == "shell_delete_newest":
+            shell(db, f"DELETE FROM memories WHERE id = {newest}")
+        elif newest and op == "shell_soft_delete_newest":
+            shell(db, f"UPDATE memories SET deleted_at = 1 WHERE id = {newest}")
+        if new_id is not None:
+            assert new_id > seen["highest"], (op, new_id, seen)
+            seen["highest"] = new_id
+    mem.list()  # the next read: everything written with plain SQL is finished first
+    assert mem.status().pending == {"memories": 0, "vector_deletes": 0}
+    for memory_id, content, chash in mem.connection.execute("SELECT id, content, content_hash FROM memories"):
+        assert chash == hashlib.sha256(content.encode()).hexdigest(), memory_id
+    problems, _ = consistency(db)
+    assert not problems, problems
