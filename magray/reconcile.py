@@ -11,6 +11,7 @@ other writers wait at most one batch and a row edited again meanwhile simply sta
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from . import binding as binding_mod
 from . import records, vectors
 from .db import write_transaction
 from .embed import cache
-from .errors import ModelError
+from .errors import InvalidInput, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ def _sync_batch(conn: apsw.Connection, rows: list[tuple[int, str, str | None]],
             if current != content:
                 outcome.waiting += 1  # written again since it was read: the next pass takes it
                 continue
+            if change == "insert":
+                _adopt_tags_text(conn, memory_id)
             chash = records.content_hash(content)
             if deleted_at is None:
                 survivor = records.find_duplicate(conn, layer, project, chash)
@@ -168,6 +171,26 @@ def _fold(conn: apsw.Connection, memory_id: int, survivor: int, change: str, gen
         "reason": "content written with plain SQL repeats this memory in the same layer and project"})
     records.purge(conn, memory_id)
     records.bump_counters(conn, {"plain_sql_duplicates": 1}, now)
+
+
+def _adopt_tags_text(conn: apsw.Connection, memory_id: int) -> None:
+    """A row inserted with `tags_text` (derived from memory_tags) rather than memory_tags rows:
+    its words become tags, as magray would have stored them; words that are not valid tags go."""
+    text = conn.execute("SELECT tags_text FROM memories WHERE id = ?", (memory_id,)).fetchone()[0]
+    have = {r[0] for r in conn.execute("SELECT tag FROM memory_tags WHERE memory_id = ?", (memory_id,))}
+    words = {w for w in re.split(r"[\s,]+", text or "") if w}
+    if words <= have and text == " ".join(sorted(have)):
+        return
+    valid = []
+    for word in sorted(words - have):
+        try:
+            valid += records.check_tags([word])
+        except InvalidInput:
+            log.warning("memory %d: %r in tags_text is not a valid tag; dropped", memory_id, word)
+    conn.executemany("INSERT OR IGNORE INTO memory_tags (memory_id, tag) VALUES (?, ?)",
+                     [(memory_id, tag) for tag in valid])
+    conn.execute("UPDATE memories SET tags_text = coalesce((SELECT group_concat(tag, ' ') FROM (SELECT tag "
+                 "FROM memory_tags WHERE memory_id = ?1 ORDER BY tag)), '') WHERE id = ?1", (memory_id,))
 
 
 def _dequeue(conn: apsw.Connection, memory_id: int) -> None:

@@ -168,6 +168,42 @@ CREATE TABLE pending_vector_deletes (
     generation INTEGER NOT NULL
 );
 
+-- Times are unix seconds; plain SQL may also write them as ISO 8601 text ('2025-01-31',
+-- '2025-01-31T08:00:00Z'), turned into seconds here; other text is refused with a clear message.
+CREATE TRIGGER memories_times_after_insert AFTER INSERT ON memories
+WHEN 'text' IN (typeof(new.created_at), typeof(new.updated_at), typeof(new.accessed_at),
+                typeof(new.expires_at), typeof(new.deleted_at)) BEGIN
+    SELECT RAISE(ABORT, 'memories: times are unix seconds or ISO 8601 text, e.g. 2025-01-31T08:00:00Z')
+    WHERE (typeof(new.created_at) = 'text' AND julianday(new.created_at) IS NULL)
+       OR (typeof(new.updated_at) = 'text' AND julianday(new.updated_at) IS NULL)
+       OR (typeof(new.accessed_at) = 'text' AND julianday(new.accessed_at) IS NULL)
+       OR (typeof(new.expires_at) = 'text' AND julianday(new.expires_at) IS NULL)
+       OR (typeof(new.deleted_at) = 'text' AND julianday(new.deleted_at) IS NULL);
+    UPDATE memories SET
+        created_at = CASE WHEN typeof(created_at) = 'text' THEN round((julianday(created_at) - 2440587.5) * 86400.0, 3) ELSE created_at END,
+        updated_at = CASE WHEN typeof(updated_at) = 'text' THEN round((julianday(updated_at) - 2440587.5) * 86400.0, 3) ELSE updated_at END,
+        accessed_at = CASE WHEN typeof(accessed_at) = 'text' THEN round((julianday(accessed_at) - 2440587.5) * 86400.0, 3) ELSE accessed_at END,
+        expires_at = CASE WHEN typeof(expires_at) = 'text' THEN round((julianday(expires_at) - 2440587.5) * 86400.0, 3) ELSE expires_at END,
+        deleted_at = CASE WHEN typeof(deleted_at) = 'text' THEN round((julianday(deleted_at) - 2440587.5) * 86400.0, 3) ELSE deleted_at END
+    WHERE id = new.id;
+END;
+CREATE TRIGGER memories_times_after_update AFTER UPDATE OF created_at, updated_at, accessed_at, expires_at, deleted_at ON memories
+WHEN 'text' IN (typeof(new.created_at), typeof(new.updated_at), typeof(new.accessed_at),
+                typeof(new.expires_at), typeof(new.deleted_at)) BEGIN
+    SELECT RAISE(ABORT, 'memories: times are unix seconds or ISO 8601 text, e.g. 2025-01-31T08:00:00Z')
+    WHERE (typeof(new.created_at) = 'text' AND julianday(new.created_at) IS NULL)
+       OR (typeof(new.updated_at) = 'text' AND julianday(new.updated_at) IS NULL)
+       OR (typeof(new.accessed_at) = 'text' AND julianday(new.accessed_at) IS NULL)
+       OR (typeof(new.expires_at) = 'text' AND julianday(new.expires_at) IS NULL)
+       OR (typeof(new.deleted_at) = 'text' AND julianday(new.deleted_at) IS NULL);
+    UPDATE memories SET
+        created_at = CASE WHEN typeof(created_at) = 'text' THEN round((julianday(created_at) - 2440587.5) * 86400.0, 3) ELSE created_at END,
+        updated_at = CASE WHEN typeof(updated_at) = 'text' THEN round((julianday(updated_at) - 2440587.5) * 86400.0, 3) ELSE updated_at END,
+        accessed_at = CASE WHEN typeof(accessed_at) = 'text' THEN round((julianday(accessed_at) - 2440587.5) * 86400.0, 3) ELSE accessed_at END,
+        expires_at = CASE WHEN typeof(expires_at) = 'text' THEN round((julianday(expires_at) - 2440587.5) * 86400.0, 3) ELSE expires_at END,
+        deleted_at = CASE WHEN typeof(deleted_at) = 'text' THEN round((julianday(deleted_at) - 2440587.5) * 86400.0, 3) ELSE deleted_at END
+    WHERE id = new.id;
+END;
 -- Every new row is queued: magray's own insert takes its row off the queue in the same transaction
 -- (it has hashed and embedded it); a row written with plain SQL waits for the next magray process.
 CREATE TRIGGER memories_queue_insert AFTER INSERT ON memories BEGIN

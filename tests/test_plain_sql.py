@@ -125,6 +125,23 @@ def test_exact_duplicates_written_with_the_shell_are_folded(seeded, env):
     assert not problems, problems
 
 
+def test_times_as_iso_text_and_tags_written_as_tags_text(seeded, env):
+    db, _ = seeded
+    shell(db, "INSERT INTO memories (layer, content, created_at, expires_at, tags_text) VALUES "
+              "('assets', 'The office moved to Lisbon', '2025-01-31', '2030-01-01T08:00:00Z', 'work office,moves')")
+    office = next(m for m in cli_json(db, env, "list") if m["content"] == "The office moved to Lisbon")
+    assert office["created_at"] == "2025-01-31T00:00:00Z" and office["expires_at"] == "2030-01-01T08:00:00Z"
+    assert office["tags"] == ["moves", "office", "work"]
+    before = shell(db, "SELECT count(*), max(updated_at) FROM memories")
+    for bad in ("INSERT INTO memories (content, created_at) VALUES ('when?', 'yesterday')",
+                f"UPDATE memories SET expires_at = 'soon' WHERE id = {office['id']}"):
+        proc = subprocess.run([SQLITE3, str(db), bad], capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and "times are unix seconds or ISO 8601 text" in proc.stderr
+    assert shell(db, "SELECT count(*), max(updated_at) FROM memories") == before
+    problems, _ = consistency(db)
+    assert not problems, problems
+
+
 def test_views_read_well_in_the_shell(seeded, env):
     db, (lena, tea, deploys) = seeded
     cli_json(db, env, "get", str(lena))  # one use
@@ -355,3 +372,14 @@ def test_any_mix_of_magray_and_shell_writes(shared_store, steps):
         assert chash == hashlib.sha256(content.encode()).hexdigest(), memory_id
     problems, _ = consistency(db)
     assert not problems, problems
+
+
+def test_triggers_and_views_need_nothing_a_stock_shell_lacks(tmp_path):
+    from magray.schema import query
+
+    db = tmp_path / "stock.db"
+    shell(db, query("schema"))  # the whole schema, created by the stock shell (no sqlite-vec)
+    bodies = shell(db, "SELECT name || ': ' || sql FROM sqlite_schema WHERE type IN ('trigger', 'view')")
+    assert "vec_" not in bodies and "memories_view" in bodies
+    shell(db, "INSERT INTO memories (content) VALUES ('x'); UPDATE memories SET content = 'y';"
+              "SELECT count(*) FROM memories_view; DELETE FROM memories;")
