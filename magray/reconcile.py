@@ -76,7 +76,7 @@ def run(conn: apsw.Connection, load_embedder: LoadEmbedder, now: Callable[[], fl
     after = -1
     while True:
         rows = conn.execute(
-            "SELECT p.memory_id, p.change, m.content FROM pending_memories AS p "
+            "SELECT p.memory_id, p.change, m.content, m.deleted_at IS NOT NULL FROM pending_memories AS p "
             "LEFT JOIN memories AS m ON m.id = p.memory_id "
             "WHERE p.memory_id > ? ORDER BY p.memory_id LIMIT ?", (after, batch)).fetchall()
         if not rows:
@@ -89,15 +89,15 @@ def run(conn: apsw.Connection, load_embedder: LoadEmbedder, now: Callable[[], fl
     return outcome
 
 
-def _sync_batch(conn: apsw.Connection, rows: list[tuple[int, str, str | None]],
+def _sync_batch(conn: apsw.Connection, rows: list[tuple[int, str, str | None, bool]],
                 embedding: tuple[Any, binding_mod.Binding] | None, now: float, cache_limit: int | None,
                 outcome: Outcome) -> None:
     embedded, spans = None, {}
     if embedding is not None:
         embedder, bound = embedding
         texts: list[str] = []
-        for memory_id, _change, content in rows:
-            if content is not None:
+        for memory_id, _change, content, deleted in rows:
+            if content is not None and not deleted:
                 pieces = embedder.chunks(content)
                 spans[memory_id] = (len(texts), len(pieces))
                 texts.extend(pieces)
@@ -109,13 +109,14 @@ def _sync_batch(conn: apsw.Connection, rows: list[tuple[int, str, str | None]],
             embedded = None  # re-indexed meanwhile: the next pass embeds with the new binding
         generations = binding_mod.generations(conn)
         synced = 0
-        for memory_id, change, content in rows:
-            row = conn.execute("SELECT content, layer, project, session, created_at, deleted_at, expires_at "
+        for memory_id, change, content, _deleted in rows:
+            row = conn.execute("SELECT content, content_hash, layer, project, session, created_at, deleted_at, "
+                               "expires_at "
                                "FROM memories WHERE id = ?", (memory_id,)).fetchone()
             if row is None:  # deleted since: its clean-up was done by the delete triggers
                 _dequeue(conn, memory_id)
                 continue
-            current, layer, project, session, created_at, deleted_at, expires_at = row
+            current, stored_hash, layer, project, session, created_at, deleted_at, expires_at = row
             if conn.execute("SELECT 1 FROM pending_memories WHERE memory_id = ?", (memory_id,)).fetchone() is None:
                 continue  # another magray process finished it meanwhile
             if current != content:
@@ -130,9 +131,10 @@ def _sync_batch(conn: apsw.Connection, rows: list[tuple[int, str, str | None]],
                     _fold(conn, memory_id, survivor, change, generations, now)
                     outcome.duplicates += 1
                     continue
-            if deleted_at is None and embedded is None:
-                conn.execute("UPDATE memories SET content_hash = ? WHERE id = ?", (chash, memory_id))
-                outcome.waiting += 1  # hashed; the vectors wait for a model
+            if deleted_at is None and (embedded is None or memory_id not in spans):
+                if stored_hash != chash:
+                    conn.execute("UPDATE memories SET content_hash = ? WHERE id = ?", (chash, memory_id))
+                outcome.waiting += 1  # hashed; the vectors wait for a model (or the next pass)
                 continue
             changes: dict[str, Any] = {"content_hash": chash}
             if change == "insert" and expires_at is None:

@@ -383,3 +383,30 @@ def test_triggers_and_views_need_nothing_a_stock_shell_lacks(tmp_path):
     assert "vec_" not in bodies and "memories_view" in bodies
     shell(db, "INSERT INTO memories (content) VALUES ('x'); UPDATE memories SET content = 'y';"
               "SELECT count(*) FROM memories_view; DELETE FROM memories;")
+
+
+def test_without_the_model_shell_rows_wait_and_reads_still_work(tmp_path, model_path):
+    """A machine where the file's model is missing: reads still answer, the rows get their hash
+    and stay queued (status says so) until a process with the model embeds them."""
+    copy = tmp_path / "model-copy.gguf"
+    shutil.copyfile(model_path, copy)
+    env = subprocess_env(tmp_path, MAGRAY_THREADS="1")
+    db = tmp_path / "memory.db"
+    env["MAGRAY_MODEL"] = str(copy)
+    cli_json(db, env, "add", "Deploys go out on Fridays", "--layer", "assets")
+    copy.unlink()
+    del env["MAGRAY_MODEL"]
+    shell(db, "INSERT INTO memories (layer, content) VALUES ('assets', 'My bike lock code is 4512')")
+    listed = run_cli(db, env, "--json", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "wait for an embedding model" in listed.stderr
+    assert len(json.loads(listed.stdout)["data"]) == 2
+    assert cli_json(db, env, "status")["pending"]["memories"] == 1
+    assert shell(db, "SELECT content_hash FROM memories WHERE content LIKE 'My bike%'").strip() == \
+        hashlib.sha256(b"My bike lock code is 4512").hexdigest()
+
+    env["MAGRAY_MODEL"] = str(model_path)  # the same model, found again
+    assert search_ids(db, env, "combination for the bicycle padlock", 1) == [2]
+    assert cli_json(db, env, "status")["pending"]["memories"] == 0
+    problems, _ = consistency(db)
+    assert not problems, problems
