@@ -3,7 +3,8 @@
 --
 -- memories and chunks are rebuilt (SQLite cannot change a column's constraints in place): both get
 -- AUTOINCREMENT, so that an id once handed out (to an agent, to a vector) never names another row;
--- memories.content_hash may be left out (magray fills it) and the times default to now. Triggers,
+-- memories.content_hash may be left out (magray fills it) and the times default to now (ISO 8601
+-- text is turned into unix seconds). Triggers,
 -- which use nothing a stock shell lacks (never a vec0 table), queue what plain SQL changed for the
 -- next magray process, and clean up after a delete whatever PRAGMA foreign_keys says. Views show
 -- the memories, counters and events to people. magray runs this with foreign_keys off and checks
