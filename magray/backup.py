@@ -309,7 +309,10 @@ def verify(path: str | os.PathLike, *, expected: dict[str, Any] | None = None) -
         raise StoreError(f"{path} does not match its manifest (sha256 differs): the file was "
                          "changed or damaged after the backup was made")
     with closing(_open_readonly(path)) as conn, translate_errors(path):
-        problems = [row[0] for row in conn.execute("PRAGMA integrity_check(5)")]
+        try:
+            problems = [row[0] for row in conn.execute("PRAGMA integrity_check(5)")]
+        except apsw.CorruptError as exc:  # some damage stops the check itself
+            problems = [str(exc)]
         if problems != ["ok"]:
             raise StoreError(f"{path} is damaged: {'; '.join(problems)}")
         is_magray = conn.execute("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN "

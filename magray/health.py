@@ -19,7 +19,7 @@ from typing import Any
 import apsw
 
 from . import binding as binding_mod
-from . import records, vectors
+from . import reconcile, records, vectors
 from .db import read_snapshot, write_transaction
 from .embed import cache, prompts
 from .errors import MagrayError
@@ -152,6 +152,10 @@ def diagnose(conn: apsw.Connection, chunker: Callable[[str], list[str] | None] |
                                  "WHERE memory_id NOT IN (SELECT id FROM memories) ORDER BY 1")
         if orphan_tags:
             findings.append(_finding("orphan_tags", orphan_tags, "purged memories still have tag rows"))
+        stale_hashes = _hash_mismatches(conn)
+        if stale_hashes:
+            findings.append(_finding("hash_mismatch", stale_hashes, "memories have a content_hash that is not "
+                                     "the hash of their content (content changed outside magray)"))
         bound = binding_mod.current(conn)
         if bound is not None:
             checks.append("vectors")
@@ -274,6 +278,8 @@ def _repair(conn: apsw.Connection, findings: list[Finding], load_embedder: LoadE
         if "orphan_tags" in problems:
             conn.execute("DELETE FROM memory_tags WHERE memory_id NOT IN (SELECT id FROM memories)")
             done["orphan_tags"] = conn.changes()
+        if "hash_mismatch" in problems:
+            done["hash_mismatch"] = _requeue_hash_mismatches(conn, now)
         bound = binding_mod.current(conn)
         if bound is not None:
             done |= _repair_vectors_in_place(conn, bound, problems)
@@ -285,8 +291,28 @@ def _repair(conn: apsw.Connection, findings: list[Finding], load_embedder: LoadE
                 done["stale_vectors"] = len(stale)
         if done:
             records.log_event(conn, now, None, "repair", done)
+    if "hash_mismatch" in problems:
+        reconcile.run(conn, load_embedder, lambda: now)
     if bound is not None and problems & {"missing_vectors", "vector_table_missing", "stale_vectors"}:
         _reembed(conn, load_embedder, now, progress)
+
+
+def _hash_mismatches(conn: apsw.Connection) -> list[int]:
+    """Memories whose stored hash is not that of their content: edited outside magray in a way
+    the triggers cannot tell (the hash written too, or an edit made before schema version 5).
+    Rows still queued for reconcile.py are not counted: their hash is being filled in."""
+    rows = conn.execute("SELECT id, content, content_hash FROM memories "
+                        "WHERE id NOT IN (SELECT memory_id FROM pending_memories) ORDER BY id")
+    return [memory_id for memory_id, content, chash in rows if records.content_hash(content) != chash]
+
+
+def _requeue_hash_mismatches(conn: apsw.Connection, now: float) -> int:
+    """Queue them as plain-SQL edits: reconcile.py fills the hash, applies the exact-duplicate
+    rule and re-embeds them, as for any edit made with plain SQL."""
+    ids = _hash_mismatches(conn)
+    conn.executemany("INSERT OR IGNORE INTO pending_memories (memory_id, change, queued_at) "
+                     "VALUES (?, 'update', ?)", [(i, now) for i in ids])
+    return len(ids)
 
 
 def _repair_vectors_in_place(conn: apsw.Connection, bound: binding_mod.Binding, problems: set[str]) -> dict[str, int]:

@@ -15,14 +15,14 @@ from typing import Any
 import apsw
 
 from . import binding as binding_mod
-from . import health, lifecycle, records, schema, search as search_mod, timephrases, vectors
+from . import health, lifecycle, reconcile, records, schema, search as search_mod, timephrases, vectors
 from .config import DURABILITY, LAYERS, WRITE_BATCH, PROFILES, default_db_path, default_profile, load_rules
 from .db import open_connection, read_snapshot, translate_errors, write_transaction
 from .embed import cache
 from .memory_archive import ArchiveMixin
 from .memory_lifecycle import LifecycleMixin
 from .memory_models import ModelsMixin
-from .errors import InvalidInput, ModelMismatch, StoreError
+from .errors import InvalidInput, MagrayError, ModelMismatch, StoreError
 from .types import AddResult, Filters, MemoryRecord, SearchHit, Status
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         self._clock = clock
         self._embedder = None
         self._binding: binding_mod.Binding | None = None
+        self._reconciling = False
         self.rules = load_rules()
         self.timezone = timephrases.zone()
 
@@ -111,7 +112,24 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         return self._clock()
 
     def _write(self):
+        self._reconcile()
         return write_transaction(self._conn)
+
+    def _reconcile(self) -> None:
+        """Finish what plain SQL wrote to the file since this process last looked (reconcile.py):
+        called before every read and write; one indexed lookup when nothing is queued. A failure
+        leaves the work queued (`status` shows it) rather than failing the caller's command."""
+        if self._reconciling or self._conn is None or not reconcile.has_work(self._conn):
+            return
+        self._reconciling = True
+        try:
+            with translate_errors(self.path):
+                reconcile.run(self._conn, self._load_embedder, self.now,
+                              cache_limit=int(self.rules["cache"]["max_entries"]))
+        except MagrayError as exc:
+            log.warning("plain-SQL writes not synced yet: %s", exc)
+        finally:
+            self._reconciling = False
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -332,6 +350,7 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
 
     def get(self, memory_id: int, *, touch: bool = True, include_expired: bool = False) -> MemoryRecord:
         """One memory by id. Reading it counts as a use unless `touch` is false."""
+        self._reconcile()
         now = self.now()
         record = records.get(self._conn, memory_id, now, include_expired=include_expired)
         if touch:
@@ -342,6 +361,7 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
 
     def list(self, filters: Filters = Filters(), *, limit: int = 50, offset: int = 0) -> list[MemoryRecord]:
         """Newest first."""
+        self._reconcile()
         return records.list_memories(self._conn, filters, self.now(), limit, offset)
 
     def search(self, query: str, *, k: int = 10, mode: str = "hybrid", filters: Filters = Filters(),
@@ -367,6 +387,7 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         floor = (0.0 if mode == "text" else ranking.min_score) if min_score is None else float(min_score)
         if not math.isfinite(floor) or floor < 0:
             raise InvalidInput(f"bad min_score {min_score!r}: use a number >= 0")
+        self._reconcile()
         now = self.now()
         text, window = timephrases.find_window(query, now, self.timezone) if time_phrases else (query, None)
         if window is not None and window.vague:
@@ -423,6 +444,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
             log.warning("search results not counted as uses: %s", exc)
 
     def status(self) -> Status:
+        """The file at a glance, including plain-SQL writes still queued (status itself leaves
+        them queued, so that they can be seen)."""
         now = self.now()
         counts = {layer: 0 for layer in LAYERS}
         expired = deleted = 0
@@ -436,6 +459,7 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
             cache_stats = cache.stats(self._conn)
             version = schema.current_version(self._conn)
             vec_version = self._conn.execute("SELECT vec_version()").fetchone()[0]
+            queued = reconcile.pending(self._conn)
         lookups = counters.get("cache_hits", 0) + counters.get("cache_misses", 0)
         cache_stats["hit_rate"] = round(counters.get("cache_hits", 0) / lookups, 4) if lookups else None
         wal = Path(str(self.path) + "-wal")
@@ -446,7 +470,7 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
             profile=self.profile, counts=counts, deleted=deleted, expired=expired,
             model=bound.to_dict() | {"prompts": self._prompts(bound).to_dict()} if bound else None,
             device=self.device(),
-            cache=cache_stats, counters=counters,
+            cache=cache_stats, counters=counters, pending=queued,
         )
 
     def durability(self) -> str:
@@ -466,6 +490,7 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
     def doctor(self, *, repair: bool = False, progress: Progress | None = None) -> health.Report:
         """Check the file (SQLite integrity, FTS index and vectors against the memories); with
         `repair`, rebuild what derives from the memories, never their content. See health.py."""
+        self._reconcile()
         with translate_errors(self.path):
             return health.run(self._conn, self.path, repair=repair, load_embedder=self._load_embedder,
                               now=self.now, progress=progress)

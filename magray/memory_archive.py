@@ -71,6 +71,7 @@ class ArchiveMixin:
                progress: Progress | None = None) -> dict[str, Any]:
         """Every memory to a new JSONL file (`stdout` when path is None or '-'; an existing file is
         replaced only with `force`) or a new folder of Markdown files; see `magray.transfer`."""
+        self._reconcile()
         return transfer.export_to_path(self, fmt, path, with_vectors=with_vectors, per=per, stdout=stdout,
                                        force=force, progress=progress)
 

@@ -23,6 +23,7 @@ class LifecycleMixin:
     def clean(self: Memory, *, dry_run: bool = False) -> list[dict[str, Any]]:
         """Purge expired and soft-deleted memories (with their FTS entries, vectors and tags).
         With `dry_run`, only list what would go."""
+        self._reconcile()
         now = self.now()
         if dry_run:
             return lifecycle.clean_candidates(self._conn, now)
@@ -59,6 +60,7 @@ class LifecycleMixin:
 
     def duplicates(self: Memory) -> list[list[int]]:
         """Groups of near-duplicate memories already stored (same layer and project)."""
+        self._reconcile()
         bound = binding_mod.current(self._conn)
         if bound is None:
             return []
@@ -70,6 +72,7 @@ class LifecycleMixin:
         column = {"sessions": "session", "projects": "project"}.get(kind)
         if column is None:
             raise InvalidInput(f"unknown scope {kind!r}: use sessions or projects")
+        self._reconcile()
         return [dict(s, last=iso(s["last"])) for s in lifecycle.scopes(self._conn, column, self.now())]
 
     def forget_scope(self: Memory, *, session: str | None = None, project: str | None = None) -> int:

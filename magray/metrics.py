@@ -19,6 +19,8 @@ COUNTERS = {
     "expirations": "Expired memories purged.",
     "purges": "Deleted memories purged.",
     "merges": "Near-duplicates merged into an existing memory as aliases.",
+    "plain_sql_synced": "Memories written with plain SQL, then hashed and embedded by magray.",
+    "plain_sql_duplicates": "Memories written with plain SQL that repeated one already stored.",
 }
 
 
@@ -46,6 +48,8 @@ def exposition(status: Status, last_backup_at: float | None, now: float) -> str:
     metric("magray_wal_bytes", "gauge", "Size of the write-ahead log beside the file.", [("", status.wal_bytes)])
     metric("magray_embedding_cache_entries", "gauge", "Entries in the embedding cache.", [("", status.cache["entries"])])
     metric("magray_embedding_cache_bytes", "gauge", "Vector bytes in the embedding cache.", [("", status.cache["bytes"])])
+    metric("magray_pending_plain_sql", "gauge", "Plain-SQL writes queued for the next magray command.",
+           [(f'kind="{kind}"', n) for kind, n in status.pending.items()])
     metric("magray_schema_version", "gauge", "Schema version of the file.", [("", status.schema_version)])
     for name, help_text in COUNTERS.items():
         metric(f"magray_{name}_total", "counter", help_text, [("", status.counters.get(name, 0))])

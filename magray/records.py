@@ -220,8 +220,10 @@ def find_duplicate(conn: apsw.Connection, layer: str, project: str, chash: str) 
 
 
 def insert(conn: apsw.Connection, fields: dict[str, Any], tags: list[str]) -> int:
-    """Insert a validated memory and its tags (inside the caller's transaction)."""
+    """Insert a validated memory and its tags (inside the caller's transaction, which also writes
+    its vectors: the row is taken off the queue that the insert trigger puts every new row on)."""
     memory_id = conn.execute(query("insert_memory"), fields).fetchone()[0]
+    conn.execute("DELETE FROM pending_memories WHERE memory_id = ?", (memory_id,))
     conn.executemany("INSERT INTO memory_tags (memory_id, tag) VALUES (?, ?)",
                      [(memory_id, t) for t in tags])
     return memory_id
@@ -307,8 +309,9 @@ def soft_delete(conn: apsw.Connection, memory_id: int, now: float) -> None:
 
 
 def purge(conn: apsw.Connection, memory_id: int) -> None:
-    """Remove the row; tags and chunks go by foreign-key cascade, the FTS row by trigger.
-    The caller removes the vectors first (vec0 tables cannot take part in a cascade)."""
+    """Remove the row; tags, uses and chunks go by trigger (and foreign-key cascade), the FTS
+    row by trigger. The caller removes the vectors first (vec0 tables cannot take part in a
+    trigger; chunks left for the trigger are queued for reconcile.py)."""
     conn.execute("DELETE FROM memories WHERE id = ?", (memory_id,))
 
 

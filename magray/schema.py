@@ -70,20 +70,32 @@ def migrate(conn: apsw.Connection, path: Path | str = "memory file") -> int:
     version = check_version(conn, path)
     if version == latest_version():
         return version
-    for number, name, sql in migrations():
-        if number <= version:
-            continue
-        with write_transaction(conn):
-            # Another process may have migrated while this one waited for the write lock.
-            now = check_version(conn, path)
-            if now >= number:
+    # A migration may rebuild a table (SQLite's way to change a column): dropping the old table
+    # must not cascade to the rows that refer to it, so foreign keys are off meanwhile (the pragma
+    # cannot change inside a transaction) and checked before each migration commits.
+    enforced = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+    conn.execute("PRAGMA foreign_keys=OFF")
+    try:
+        for number, name, sql in migrations():
+            if number <= version:
                 continue
-            if now != number - 1:
-                raise StoreError(f"{path} is at schema version {now}, cannot apply {name}")
-            conn.execute(sql)
-            conn.execute(f"PRAGMA user_version = {number}")
-        log.info("%s: applied migration %s", path, name)
-        version = number
+            with write_transaction(conn):
+                # Another process may have migrated while this one waited for the write lock.
+                now = check_version(conn, path)
+                if now >= number:
+                    continue
+                if now != number - 1:
+                    raise StoreError(f"{path} is at schema version {now}, cannot apply {name}")
+                conn.execute(sql)
+                broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise StoreError(f"{path}: migration {name} would leave {len(broken)} rows pointing "
+                                     f"at nothing (first: {broken[0]}); nothing was changed")
+                conn.execute(f"PRAGMA user_version = {number}")
+            log.info("%s: applied migration %s", path, name)
+            version = number
+    finally:
+        conn.execute(f"PRAGMA foreign_keys={'ON' if enforced else 'OFF'}")
     return version
 
 
@@ -99,7 +111,8 @@ def dump_schema(conn: apsw.Connection) -> list[tuple]:
             columns = conn.execute(f"SELECT * FROM pragma_table_xinfo('{name}')").fetchall()
             keys = conn.execute(f"SELECT * FROM pragma_foreign_key_list('{name}')").fetchall()
             checks = sorted(re.findall(r"CHECK\s*\((?:[^()]|\([^()]*\))*\)", sql))
-            out.append((kind, name, tuple(columns), tuple(keys), tuple(checks)))
+            autoincrement = bool(re.search(r"\bAUTOINCREMENT\b", sql, re.IGNORECASE))
+            out.append((kind, name, tuple(columns), tuple(keys), tuple(checks), autoincrement))
         else:
             out.append((kind, name, table, " ".join(re.sub(r"--[^\n]*", "", sql).split())))
     return out

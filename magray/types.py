@@ -103,6 +103,8 @@ class Status:
     device: str | None
     cache: dict[str, Any]
     counters: dict[str, int]
+    # Work queued by plain-SQL writes for the next magray command (see reconcile.py).
+    pending: dict[str, int] = field(default_factory=lambda: {"memories": 0, "vector_deletes": 0})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -62,9 +62,15 @@ def test_doctor_finds_and_repairs_derived_data(built, tmp_path):
                  "VALUES ('delete', ?, 'bogus words', NULL, '')", (ids["m2"],))
     # A bogus FTS row for a memory that does not exist.
     conn.execute("INSERT INTO memories_fts (rowid, content, title, tags_text) VALUES (9999, 'ghost row', NULL, '')")
-    # m3 purged behind magray's back (no cascade): its tags, chunk and vector are orphans.
+    # m3 purged behind magray's back as before schema 5 (no cascade, no clean-up triggers): its
+    # tags, chunk and vector are orphans. The triggers' clean-up is undone to get there.
     conn.execute("PRAGMA foreign_keys = OFF")
+    left_tags = conn.execute("SELECT memory_id, tag FROM memory_tags WHERE memory_id = ?", (ids["m3"],)).fetchall()
+    left_chunks = conn.execute("SELECT * FROM chunks WHERE memory_id = ?", (ids["m3"],)).fetchall()
     conn.execute("DELETE FROM memories WHERE id = ?", (ids["m3"],))
+    conn.executemany("INSERT INTO memory_tags VALUES (?, ?)", left_tags)
+    conn.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?)", left_chunks)
+    conn.execute("DELETE FROM pending_vector_deletes")
     conn.execute("PRAGMA foreign_keys = ON")
     # m4 (layer insights): its vector re-filed under another layer and project.
     chunk_id, blob, created = conn.execute(f"SELECT chunk_id, embedding, created_at FROM {vec} WHERE memory_id = ?",

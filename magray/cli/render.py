@@ -107,6 +107,11 @@ def _status(s: Status) -> str:
         f"embedding cache: {s.cache['entries']} entries, {s.cache['bytes']:,} bytes, hit rate "
         + (f"{s.cache['hit_rate']:.1%}" if s.cache.get("hit_rate") is not None else "n/a"),
     ]
+    if s.pending["memories"] or s.pending["vector_deletes"]:
+        memories, drops = s.pending["memories"], s.pending["vector_deletes"]
+        lines.append(f"pending:        {memories} {'memory' if memories == 1 else 'memories'} written with "
+                     f"plain SQL to hash and embed, {drops} {'vector' if drops == 1 else 'vectors'} to drop "
+                     "(done by the next command)")
     if s.counters:
         lines.append("counters:       " + ", ".join(f"{k} {v}" for k, v in s.counters.items()))
     return "\n".join(lines)
