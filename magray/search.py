@@ -20,6 +20,7 @@ import json
 import math
 import re
 import weakref
+from collections import Counter
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -225,12 +226,14 @@ class TextScorer:
                 "SELECT id, content, coalesce(title, ''), tags_text FROM memories "
                 "WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(memory_ids),)):
             column_tokens = [self.tokenize(c.encode("utf-8"), apsw.FTS5_TOKENIZE_DOCUMENT, None,
-                                           include_offsets=False, include_colocated=False) for c in columns]
+                                           include_offsets=False, include_colocated=False) if c else []
+                             for c in columns]
+            counts = [Counter(toks) for toks in column_tokens]
             norm = k1 * (1 - b + b * sum(map(len, column_tokens)) / self.average) if self.average else k1
             total, matched = 0.0, 0
             for phrase, idf in zip(self.phrases, self.idfs):
-                freq = sum(weight * _occurrences(phrase, toks)
-                           for weight, toks in zip(self.ranking.bm25_weights, column_tokens))
+                freq = sum(weight * (count[phrase[0]] if len(phrase) == 1 else _occurrences(phrase, toks))
+                           for weight, toks, count in zip(self.ranking.bm25_weights, column_tokens, counts))
                 total += idf * freq * (k1 + 1) / (freq + norm)
                 matched += freq > 0
             scored.append(TextHit(memory_id, total, min(total / self.ideal, 1.0), matched, len(self.phrases)))
