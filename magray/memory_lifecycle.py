@@ -10,6 +10,7 @@ from . import binding as binding_mod
 from . import lifecycle, records
 from .errors import InvalidInput, StoreError
 from .timeutil import iso
+from .types import MemoryRecord
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,12 @@ class LifecycleMixin:
         with self._write():
             survivor = lifecycle.unmerge(self._conn, alias_id, self.now())
         return {"id": alias_id, "was_merged_into": survivor}
+
+    def aliases(self: Memory, memory_id: int) -> list[MemoryRecord]:
+        """The near-duplicates merged into a memory (each can be unmerged)."""
+        ids = lifecycle.aliases_of(self._conn, memory_id)
+        found = records.get_many(self._conn, ids)
+        return [found[i] for i in ids if i in found and found[i].deleted_at is None]
 
     def duplicates(self: Memory) -> list[list[int]]:
         """Groups of near-duplicate memories already stored (same layer and project)."""

@@ -1,0 +1,234 @@
+"""`magray serve --http` as agents and scripts see it: a real subprocess, the official MCP SDK's
+streamable HTTP client, the real model. Also the closed-by-default rules: a token on any address
+but loopback (401 without it), foreign Origins and Host names refused, CSRF on the page's writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from helpers import http_server
+from helpers.reliability import run_cli, subprocess_env
+
+TOOLS = {"remember", "recall", "get", "forget", "promote", "list_recent", "stats"}
+TOKEN = "test-token-0123456789abcdef"
+
+
+@pytest.fixture
+def env(tmp_path) -> dict[str, str]:
+    return subprocess_env(tmp_path)
+
+
+@pytest.fixture
+def server(db_path, env):
+    srv = http_server.start(db_path, env)
+    yield srv
+    code, log = srv.stop()
+    assert code == 0, log
+
+
+@asynccontextmanager
+async def mcp_session(url: str, token: str | None = None) -> AsyncIterator[ClientSession]:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with create_mcp_http_client(headers=headers) as client:
+        async with streamable_http_client(url + "mcp", http_client=client) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                yield session
+
+
+async def call(client: ClientSession, tool: str, **arguments: Any) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content[0].text
+    data = json.loads(result.content[0].text)
+    assert data == result.structured_content
+    return data
+
+
+def test_mcp_over_http_lists_tools_remembers_and_recalls(server, db_path):
+    facts = ["The user prefers dark mode in every editor and terminal",
+             "Deploys to production happen on Thursday afternoons",
+             "The user's daughter is called Lena and plays the cello"]
+
+    async def scenario():
+        async with mcp_session(server.url) as s:
+            tools = (await s.list_tools()).tools
+            ids = [(await call(s, "remember", content=f, layer="insights", tags=["t"]))["id"] for f in facts]
+            found = await call(s, "recall", query="which colour scheme does the person like?", k=2)
+            bad_type = await s.call_tool("recall", {"query": "x", "k": "many"})
+            bad_extra = await s.call_tool("remember", {"content": "x", "colour": "red"})
+            missing = await s.call_tool("get", {"id": 999999})
+            unknown = await s.call_tool("teleport", {})
+            stats = await call(s, "stats")
+            return tools, ids, found, (bad_type, bad_extra, missing, unknown), stats
+
+    tools, ids, found, errors, stats = anyio.run(scenario)
+    assert {t.name for t in tools} == TOOLS
+    assert len(set(ids)) == 3
+    top = found["results"][0]
+    assert top["id"] == ids[0] and top["content"] == facts[0] and "similarity" in top["scores"]
+    for result in errors:
+        assert result.is_error
+        text = result.content[0].text
+        assert text.strip() and "\n" not in text
+    assert "k" in errors[0].content[0].text and "colour" in errors[1].content[0].text
+    assert stats["counts"]["insights"] == 3
+    # What the server wrote is in the file, for any other process to read.
+    from magray import Memory
+
+    with Memory.open(db_path, create=False) as mem:
+        assert mem.get(ids[1], touch=False).content == facts[1]
+
+
+def test_eight_clients_at_once(server):
+    """Eight MCP sessions at once, each remembering its own fact then recalling it by meaning."""
+    topics = ["sailing boats", "sourdough bread", "jazz piano", "mountain bikes", "tax forms",
+              "orchid care", "chess openings", "rust lifetimes"]
+    results: dict[int, tuple[int, list[int]]] = {}
+
+    async def client(i: int) -> None:
+        async with mcp_session(server.url) as s:
+            added = await call(s, "remember", content=f"Client {i} keeps notes about {topics[i]}", layer="insights",
+                               session=f"client-{i}")
+            found = await call(s, "recall", query=f"notes on {topics[i]}", k=3, filters={"session": f"client-{i}"})
+            results[i] = (added["id"], [r["id"] for r in found["results"]])
+
+    async def scenario():
+        async with anyio.create_task_group() as tg:
+            for i in range(8):
+                tg.start_soon(client, i)
+
+    anyio.run(scenario)
+    assert len(results) == 8
+    assert len({added for added, _ in results.values()}) == 8
+    for added, found in results.values():
+        assert found == [added]
+
+
+def test_a_non_loopback_bind_needs_the_token(db_path, env, tmp_path):
+    env = dict(env, MAGRAY_TOKEN=TOKEN)
+    srv = http_server.start(db_path, env, "0.0.0.0:0")
+    try:
+        base = f"http://127.0.0.1:{srv.port}/"
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "0"}}}
+        headers = {"Accept": "application/json, text/event-stream"}
+        with httpx2.Client() as http:
+            no_token = http.post(base + "mcp", json=init, headers=headers)
+            wrong = http.post(base + "mcp", json=init, headers=headers | {"Authorization": "Bearer wrong-token-123456789"})
+            api_no_token = http.get(base + "api/status")
+            page = http.get(base)
+            session = http.get(base + "api/session").json()
+            bad_login = http.post(base + "api/login", json={"token": "nope"})
+            login = http.post(base + "api/login", json={"token": TOKEN})
+            with_cookie = http.get(base + "api/status")  # the client keeps the cookie
+
+        async def scenario():
+            async with mcp_session(base, TOKEN) as s:
+                return await call(s, "remember", content="reachable with the token", layer="insights")
+
+        added = anyio.run(scenario)
+    finally:
+        code, log = srv.stop()
+    assert no_token.status_code == 401 and wrong.status_code == 401
+    assert no_token.headers["www-authenticate"].lower().startswith("bearer")
+    assert api_no_token.status_code == 401
+    assert page.status_code == 200 and "magray" in page.text  # the page itself holds no data
+    assert session == {"auth_required": True, "authenticated": False, "csrf": None, "version": session["version"]}
+    assert bad_login.status_code == 401 and login.status_code == 200
+    assert "httponly" in login.headers["set-cookie"].lower() and TOKEN not in login.headers["set-cookie"]
+    assert with_cookie.status_code == 200 and with_cookie.json()["counts"]
+    assert added["created"] is True
+    assert code == 0, log
+    assert TOKEN not in log
+
+
+def test_non_loopback_without_a_token_is_refused(db_path, env):
+    proc = run_cli(db_path, env, "serve", "--http", "0.0.0.0:0")
+    assert proc.returncode == 2
+    assert "needs a token" in proc.stderr and "MAGRAY_TOKEN" in proc.stderr
+
+
+def test_a_token_file_is_generated_private_and_printed_once(db_path, env, tmp_path):
+    token_file = tmp_path / "token"
+    first = http_server.start(db_path, env, "0.0.0.0:0", "--token-file", str(token_file))
+    first.stop()
+    token = token_file.read_text().strip()
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert len(token) >= 32 and any(token in line for line in first.lines)
+    second = http_server.start(db_path, env, "0.0.0.0:0", "--token-file", str(token_file))
+    try:
+        with httpx2.Client() as http:
+            ok = http.get(f"http://127.0.0.1:{second.port}/api/status", headers={"Authorization": f"Bearer {token}"})
+    finally:
+        second.stop()
+    assert not any(token in line for line in second.lines)
+    assert ok.status_code == 200
+    os.chmod(token_file, 0o644)
+    proc = run_cli(db_path, env, "serve", "--http", "0.0.0.0:0", "--token-file", str(token_file))
+    assert proc.returncode == 2 and "chmod 600" in proc.stderr
+
+
+def test_foreign_origins_and_host_names_are_refused(server):
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    headers = {"Accept": "application/json, text/event-stream"}
+    with httpx2.Client() as http:
+        mcp_foreign = http.post(server.url + "mcp", json=init, headers=headers | {"Origin": "http://evil.example"})
+        api_foreign = http.get(server.url + "api/status", headers={"Origin": "http://evil.example"})
+        page_foreign = http.get(server.url, headers={"Origin": "null"})
+        rebound = http.get(server.url + "api/status", headers={"Host": f"evil.example:{server.port}"})
+        same_origin = http.get(server.url + "api/status", headers={"Origin": server.url.rstrip("/")})
+        page = http.get(server.url)
+    assert mcp_foreign.status_code == 403 and api_foreign.status_code == 403 and page_foreign.status_code == 403
+    assert rebound.status_code == 421
+    assert same_origin.status_code == 200
+    assert "access-control-allow-origin" not in {k.lower() for k in same_origin.headers}
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_the_api_edits_only_with_the_csrf_token(server, db_path):
+    from magray import Memory
+
+    with httpx2.Client(base_url=server.url) as http:
+        csrf = http.get("/api/session").json()["csrf"]
+        with Memory.open(db_path, create=False) as mem:
+            memory_id = mem.add("The office wifi password is on the fridge", layer="insights", dedup=False).id
+        without = http.patch(f"/api/memories/{memory_id}", json={"content": "changed"})
+        wrong = http.patch(f"/api/memories/{memory_id}", json={"content": "changed"}, headers={"X-CSRF-Token": "x"})
+        edited = http.patch(f"/api/memories/{memory_id}", json={"content": "The wifi password is in the drawer",
+                                                                 "tags": ["home", "wifi"], "importance": 0.9},
+                            headers={"X-CSRF-Token": csrf})
+        with Memory.open(db_path, create=False) as mem:
+            in_file = mem.get(memory_id, touch=False)
+        moved = http.post(f"/api/memories/{memory_id}/move", json={"to": "assets"}, headers={"X-CSRF-Token": csrf})
+        bad = http.patch(f"/api/memories/{memory_id}", json={"importance": 7}, headers={"X-CSRF-Token": csrf})
+        search = http.get("/api/search", params={"q": "where is the wifi password?", "since": "1h"}).json()
+        browse = http.get("/api/memories", params={"layer": "assets", "tag": "wifi", "limit": 1}).json()
+        stats = http.get("/api/stats").json()
+        forgotten = http.delete(f"/api/memories/{memory_id}", headers={"X-CSRF-Token": csrf})
+        gone = http.get(f"/api/memories/{memory_id}")
+    assert without.status_code == 403 and wrong.status_code == 403
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["tags"] == ["home", "wifi"] and edited.json()["importance"] == 0.9
+    assert moved.json()["layer"] == "assets"
+    assert bad.status_code == 400 and "importance" in bad.json()["error"]["message"]
+    assert search["results"][0]["id"] == memory_id and search["filters"]["since"].endswith("Z")
+    assert [m["id"] for m in browse["memories"]] == [memory_id]
+    assert forgotten.status_code == 200 and gone.status_code == 404
+    assert in_file.content == "The wifi password is in the drawer" and in_file.tags == ["home", "wifi"]
+    assert stats["counters"]["searches"] >= 1 and stats["layers_by_month"]
