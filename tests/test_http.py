@@ -18,7 +18,6 @@ import pytest
 
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 from helpers import http_server
 from helpers.reliability import run_cli, subprocess_env
@@ -43,7 +42,8 @@ def server(db_path, env):
 @asynccontextmanager
 async def mcp_session(url: str, token: str | None = None) -> AsyncIterator[ClientSession]:
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    async with create_mcp_http_client(headers=headers) as client:
+    # Not a timing assertion: a generous bound so that a stuck server fails the test, not hangs it.
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(120)) as client:
         async with streamable_http_client(url + "mcp", http_client=client) as (read, write):
             async with ClientSession(read, write) as session:
                 await session.initialize()

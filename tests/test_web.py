@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.common.exceptions import NoAlertPresentException, TimeoutException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
@@ -28,7 +28,7 @@ from helpers.reliability import subprocess_env  # noqa: E402
 CHROMIUM = os.environ.get("MAGRAY_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("MAGRAY_CHROMEDRIVER", "/usr/bin/chromedriver")
 # Waiting for the page to react, not a timing assertion: a page that never reacts fails the test.
-WAIT_S = 60
+WAIT_S = 30
 PAYLOADS = ['<img src=x onerror="window.__pwned = 1">',
             "<script>window.__pwned = 2</script> and <b>bold</b>",
             '"><svg onload="window.__pwned = 3">']
@@ -92,8 +92,11 @@ def search(driver, text: str) -> list:
 
 
 def message(driver, contains: str) -> str:
-    return wait(driver, lambda d: contains in d.find_element(By.ID, "message").text
-                and d.find_element(By.ID, "message").text)
+    try:
+        return wait(driver, lambda d: contains in d.find_element(By.ID, "message").text
+                    and d.find_element(By.ID, "message").text)
+    except TimeoutException:
+        raise AssertionError(f"the page says {driver.find_element(By.ID, 'message').text!r}, not {contains!r}") from None
 
 
 def test_the_page_searches_edits_forgets_and_keeps_payloads_inert(db_path, model_path, tmp_path, browser):
@@ -105,7 +108,7 @@ def test_the_page_searches_edits_forgets_and_keeps_payloads_inert(db_path, model
         wait(browser, lambda d: d.find_element(By.ID, "app").is_displayed())
 
         # Search: the right memory first, with its score parts.
-        cards = search(browser, "which colour scheme does the person like?")
+        cards = search(browser, "what theme does the user like in the editor?")
         assert cards[0].get_attribute("data-id") == str(ids["theme"])
         assert "similarity" in cards[0].find_element(By.CSS_SELECTOR, ".parts").text
         assert "hybrid search" in browser.find_element(By.ID, "applied").text
@@ -169,7 +172,7 @@ def test_the_page_searches_edits_forgets_and_keeps_payloads_inert(db_path, model
         if shots:
             browser.save_screenshot(str(Path(shots) / "web-stats.png"))
         browser.find_element(By.ID, "nav-status").click()
-        wait(browser, lambda d: "all-MiniLM" in d.find_element(By.ID, "status-model").text)
+        wait(browser, lambda d: "minilm" in d.find_element(By.ID, "status-model").text.lower())
     finally:
         code, log = server.stop()
     assert code == 0, log

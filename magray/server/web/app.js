@@ -7,6 +7,7 @@ const LAYERS = ["interact", "insights", "assets"];
 const LAYER_COLOURS = { interact: "#8fb3d9", insights: "#3a7bbf", assets: "#1f3d66" };
 const SVG = "http://www.w3.org/2000/svg";
 const PAGE = 25;
+const STATS_DAYS = 30;
 
 const state = { csrf: null, view: "search", browseOffset: 0, current: null };
 
@@ -142,7 +143,7 @@ async function runSearch(event) {
       (applied.length ? `; filters applied: ${applied.join("; ")}` : "; no filter, no time window");
     const list = clear($("results"));
     for (const hit of data.results) list.append(memoryCard(hit, { score: hit.score, parts: hit.scores }));
-    say("");
+    if (event) say("");  // a new search by hand; a refresh after an edit keeps its message
   } catch (error) { say(error.message, true); }
 }
 
@@ -273,17 +274,18 @@ function barChart(container, groups, keys, colours, labelEvery) {
   chart.append(svg("text", { x: left - 6, y: height - bottom, "text-anchor": "end", class: "tick" }, 0));
   groups.forEach((g, i) => {
     let y = height - bottom;
-    const x = left + i * step + step * 0.15;
+    const barWidth = Math.max(1, Math.min(step * 0.7, 48));
+    const x = left + i * step + (step - barWidth) / 2;
     for (const key of keys) {
       const h = scale(g.values[key] || 0);
       if (!h) continue;
       y -= h;
-      const rect = svg("rect", { x, y, width: Math.max(1, step * 0.7), height: h, fill: colours[key] });
+      const rect = svg("rect", { x, y, width: barWidth, height: h, fill: colours[key] });
       rect.append(svg("title", {}, `${g.label} ${key}: ${g.values[key]}`));
       chart.append(rect);
     }
     if (i % labelEvery === 0) {
-      chart.append(svg("text", { x: x + step * 0.35, y: height - bottom + 14, "text-anchor": "middle", class: "tick" }, g.label));
+      chart.append(svg("text", { x: x + barWidth / 2, y: height - bottom + 14, "text-anchor": "middle", class: "tick" }, g.label));
     }
   });
   keys.forEach((key, i) => {
@@ -305,7 +307,7 @@ function tile(label, value, fraction) {
 
 async function loadStats() {
   try {
-    const s = await api("GET", "/api/stats");
+    const s = await api("GET", `/api/stats?days=${STATS_DAYS}`);
     const total = Object.values(s.counts).reduce((a, b) => a + b, 0);
     const rate = s.cache.hit_rate;
     clear($("tiles")).append(
@@ -322,7 +324,10 @@ async function loadStats() {
     }
     barChart($("chart-months"), [...months].map(([label, values]) => ({ label, values })), LAYERS, LAYER_COLOURS,
       Math.max(1, Math.ceil(months.size / 12)));
+    // Every day of the window, quiet ones included, ending today (UTC, as the file counts them).
     const days = new Map();
+    const today = Date.parse(new Date().toISOString().slice(0, 10));
+    for (let i = STATS_DAYS - 1; i >= 0; i--) days.set(new Date(today - i * 86400000).toISOString().slice(0, 10), {});
     for (const row of s.activity_by_day) {
       if (!days.has(row.day)) days.set(row.day, {});
       days.get(row.day)[row.name] = row.value;
@@ -336,7 +341,8 @@ async function loadStats() {
 async function loadStatus() {
   try {
     const s = await api("GET", "/api/status");
-    $("file-line").textContent = s.path;
+    $("file-line").textContent = s.path.split(/[\\/]/).pop();
+    $("file-line").title = s.path;
     kvTable($("status-file"), [
       ["path", s.path], ["size", bytes(s.size_bytes)], ["WAL", bytes(s.wal_bytes)],
       ["schema version", s.schema_version], ["profile", `${s.profile}: ${s.durability}`],
@@ -363,6 +369,7 @@ function show(view) {
     $(`nav-${name}`).classList.toggle("active", name === state.view);
   }
   if (state.view === "browse") { loadScopes().catch((e) => say(e.message, true)); runBrowse(); }
+  if (state.view === "stats" || state.view === "status") $("details").hidden = true;
   if (state.view === "stats") loadStats();
   if (state.view === "status") loadStatus();
 }
