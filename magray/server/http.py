@@ -227,10 +227,11 @@ def build_app(pool: MemoryPool, *, host: str, token: str | None,
     mcp_server = MemoryServer(pool.primary, checkpoint_every=checkpoint_every,
                               idle_checkpoint_s=idle_checkpoint_s, pool=pool)
     # The SDK's own Host/Origin checks stay on for loopback binds; Guard covers every route.
+    names = ["127.0.0.1", "localhost", "[::1]", f"[{host}]" if ":" in host else host]
     transport_security = TransportSecuritySettings(
         enable_dns_rebinding_protection=security.loopback,
-        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
-        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        allowed_hosts=[f"{name}:*" for name in names],
+        allowed_origins=[f"http://{name}:*" for name in names],
     )
     mcp_app = mcp_server.server.streamable_http_app(streamable_http_path="/mcp",
                                                     transport_security=transport_security, host=host)
