@@ -232,3 +232,70 @@ def test_the_api_edits_only_with_the_csrf_token(server, db_path):
     assert forgotten.status_code == 200 and gone.status_code == 404
     assert in_file.content == "The wifi password is in the drawer" and in_file.tags == ["home", "wifi"]
     assert stats["counters"]["searches"] >= 1 and stats["layers_by_month"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("8765", ("127.0.0.1", 8765)), ("0.0.0.0:80", ("0.0.0.0", 80)), ("localhost:0", ("localhost", 0)),
+    ("[::1]:9000", ("::1", 9000)), ("192.168.1.20:8765", ("192.168.1.20", 8765)),
+])
+def test_listen_addresses(text, expected):
+    from magray.server.http import parse_listen
+
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "host:", "host:http", "70000", "[::1]9000", ":8765"])
+def test_bad_listen_addresses_are_one_line_errors(text):
+    from magray import InvalidInput
+    from magray.server.http import parse_listen
+
+    with pytest.raises(InvalidInput) as error:
+        parse_listen(text)
+    assert "\n" not in str(error.value)
+
+
+def test_loopback_names_and_a_short_token():
+    from magray import InvalidInput
+    from magray.server.http import is_loopback, resolve_token
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.20", "example.com"))
+    with pytest.raises(InvalidInput):
+        resolve_token("short", None)
+    assert resolve_token(TOKEN, None) == (TOKEN, False)
+
+
+def test_the_listening_socket_is_tcp_so_answers_are_not_delayed():
+    """asyncio sets TCP_NODELAY on accepted sockets only when the socket names IPPROTO_TCP;
+    without it each answer on a kept-alive connection waited for a delayed ACK."""
+    import socket
+
+    from magray.server.http import _listen
+
+    sock = _listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+
+
+def test_the_api_shows_merged_aliases_and_unmerges_them(server, db_path):
+    from magray import Memory
+
+    with Memory.open(db_path, create=False) as mem:
+        survivor = mem.add("The user prefers dark mode in the code editor", layer="insights").id
+        alias = mem.add("The user prefers dark mode in the code editor.", layer="insights")
+    assert alias.merged_into == survivor  # a near-duplicate, kept as an alias
+    with httpx2.Client(base_url=server.url) as http:
+        csrf = http.get("/api/session").json()["csrf"]
+        before = http.get(f"/api/memories/{survivor}").json()
+        as_alias = http.get(f"/api/memories/{alias.id}").json()
+        unmerged = http.post(f"/api/memories/{alias.id}/unmerge", json={}, headers={"X-CSRF-Token": csrf})
+        again = http.post(f"/api/memories/{alias.id}/unmerge", json={}, headers={"X-CSRF-Token": csrf})
+        after = http.get(f"/api/memories/{survivor}").json()
+    assert [a["id"] for a in before["aliases"]] == [alias.id]
+    assert as_alias["merged_into"] == survivor
+    assert unmerged.status_code == 200 and unmerged.json()["was_merged_into"] == survivor
+    assert "merged_into" not in unmerged.json()["memory"]
+    assert again.status_code == 400 and "not merged" in again.json()["error"]["message"]
+    assert after["aliases"] == []
