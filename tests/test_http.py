@@ -4,13 +4,10 @@ but loopback (401 without it), foreign Origins and Host names refused, CSRF on t
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx2
@@ -21,8 +18,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from helpers import http_server
 from helpers.reliability import run_cli, subprocess_env
+from test_mcp import TOOLS, call  # one way to call a tool and check its result, stdio or HTTP
 
-TOOLS = {"remember", "recall", "get", "forget", "promote", "list_recent", "stats"}
 TOKEN = "test-token-0123456789abcdef"
 
 
@@ -48,14 +45,6 @@ async def mcp_session(url: str, token: str | None = None) -> AsyncIterator[Clien
             async with ClientSession(read, write) as session:
                 await session.initialize()
                 yield session
-
-
-async def call(client: ClientSession, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content[0].text
-    data = json.loads(result.content[0].text)
-    assert data == result.structured_content
-    return data
 
 
 def test_mcp_over_http_lists_tools_remembers_and_recalls(server, db_path):
@@ -102,8 +91,8 @@ def test_eight_clients_at_once(server):
     async def client(i: int) -> None:
         async with mcp_session(server.url) as s:
             added = await call(s, "remember", content=f"Client {i} keeps notes about {topics[i]}", layer="insights",
-                               session=f"client-{i}")
-            found = await call(s, "recall", query=f"notes on {topics[i]}", k=3, filters={"session": f"client-{i}"})
+                               project=f"client-{i}")
+            found = await call(s, "recall", query=f"notes on {topics[i]}", k=3, filters={"project": f"client-{i}"})
             results[i] = (added["id"], [r["id"] for r in found["results"]])
 
     async def scenario():
