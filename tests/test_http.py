@@ -288,3 +288,23 @@ def test_the_api_shows_merged_aliases_and_unmerges_them(server, db_path):
     assert "merged_into" not in unmerged.json()["memory"]
     assert again.status_code == 400 and "not merged" in again.json()["error"]["message"]
     assert after["aliases"] == []
+
+
+def test_bad_api_requests_are_one_line_errors(server):
+    with httpx2.Client(base_url=server.url) as http:
+        csrf = {"X-CSRF-Token": http.get("/api/session").json()["csrf"]}
+        answers = [
+            http.patch("/api/memories/1", content=b"{not json", headers=csrf | {"content-type": "application/json"}),
+            http.patch("/api/memories/1", json=[1, 2], headers=csrf),
+            http.patch("/api/memories/1", json={"colour": "red"}, headers=csrf),
+            http.get("/api/search", params={"q": "x", "k": "many"}),
+            http.get("/api/search", params={"q": "x", "layer": "attic"}),
+            http.get("/api/search", params={"q": "x", "mode": "psychic"}),
+            http.get("/api/search", params={"q": "  "}),
+            http.get("/api/memories", params={"since": "last tuesday"}),
+            http.get(f"/api/memories/{2**70}"),
+        ]
+    assert [a.status_code for a in answers] == [400] * 8 + [404]
+    for answer in answers:
+        message = answer.json()["error"]["message"]
+        assert message.strip() and "\n" not in message

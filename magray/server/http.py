@@ -23,7 +23,8 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import (DEFAULT_MAX_REQUEST_BODY_SIZE, RequestBodyLimitMiddleware,
+                                           TransportSecuritySettings)
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
@@ -252,7 +253,9 @@ def build_app(pool: MemoryPool, *, host: str, token: str | None,
         *api.routes(pool, security, on_write=mcp_server.after_write),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.add_middleware(Guard, security=security)
+    # The SDK's body limit for /mcp applies to the page's API too (a memory is at most 1M characters).
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=DEFAULT_MAX_REQUEST_BODY_SIZE)
+    app.add_middleware(Guard, security=security)  # added last: it runs first
     return app
 
 
