@@ -176,3 +176,28 @@ def test_the_page_searches_edits_forgets_and_keeps_payloads_inert(db_path, model
     finally:
         code, log = server.stop()
     assert code == 0, log
+
+
+def test_the_page_asks_for_the_token_of_a_non_loopback_server(db_path, model_path, tmp_path, browser):
+    token = "page-token-0123456789abcdef"
+    with Memory.open(db_path, model=str(model_path)) as mem:
+        memory_id = mem.add("The spare key is under the blue flower pot", layer="assets").id
+    server = http_server.start(db_path, subprocess_env(tmp_path, MAGRAY_TOKEN=token), "0.0.0.0:0")
+    try:
+        browser.get(f"http://127.0.0.1:{server.port}/")
+        wait(browser, lambda d: d.find_element(By.ID, "login").is_displayed())
+        assert not browser.find_element(By.ID, "app").is_displayed()
+        browser.find_element(By.ID, "token").send_keys("not-the-token-at-all")
+        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+        message(browser, "wrong token")
+        box = browser.find_element(By.ID, "token")
+        box.clear()
+        box.send_keys(token)
+        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+        wait(browser, lambda d: d.find_element(By.ID, "app").is_displayed())
+        assert search(browser, "where is the spare key?")[0].get_attribute("data-id") == str(memory_id)
+        assert token not in browser.current_url
+        assert "magray_auth" not in browser.execute_script("return document.cookie")  # HttpOnly
+    finally:
+        code, log = server.stop()
+    assert code == 0, log
