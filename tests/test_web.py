@@ -198,6 +198,20 @@ def test_the_page_asks_for_the_token_of_a_non_loopback_server(db_path, model_pat
         assert search(browser, "where is the spare key?")[0].get_attribute("data-id") == str(memory_id)
         assert token not in browser.current_url
         assert "magray_auth" not in browser.execute_script("return document.cookie")  # HttpOnly
+
+        # The server restarts (a new CSRF token): the open page still saves, with its cookie.
+        code, log = server.stop()
+        assert code == 0, log
+        server = http_server.start(db_path, subprocess_env(tmp_path, MAGRAY_TOKEN=token), f"0.0.0.0:{server.port}")
+        browser.find_element(By.CSS_SELECTOR, "#results .card").click()
+        wait(browser, lambda d: d.find_element(By.ID, "details-title").text == f"Memory #{memory_id}")
+        tags = browser.find_element(By.ID, "edit-tags")
+        tags.clear()
+        tags.send_keys("home")
+        browser.find_element(By.ID, "save").click()
+        message(browser, "saved")
+        with Memory.open(db_path, create=False) as mem:
+            assert mem.get(memory_id, touch=False).tags == ["home"]
     finally:
         code, log = server.stop()
     assert code == 0, log

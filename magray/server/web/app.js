@@ -63,7 +63,7 @@ function bytes(n) {
 
 // -- the API ----------------------------------------------------------------------------------------
 
-async function api(method, path, body) {
+async function api(method, path, body, retried) {
   const headers = { "Accept": "application/json" };
   if (method !== "GET") headers["X-CSRF-Token"] = state.csrf || "";
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -73,6 +73,11 @@ async function api(method, path, body) {
   });
   const data = await response.json().catch(() => ({}));
   if (response.status === 401) { showLogin(); }
+  if (response.status === 403 && method !== "GET" && !retried && /CSRF/.test(data.error && data.error.message)) {
+    // The server restarted since the page loaded (a new CSRF token): fetch it and try once more.
+    state.csrf = (await api("GET", "/api/session")).csrf;
+    return api(method, path, body, true);
+  }
   if (!response.ok) throw new Error((data.error && data.error.message) || `${response.status} ${response.statusText}`);
   return data;
 }
