@@ -3,7 +3,7 @@ subprocess) with 1 and with 8 concurrent clients, at 10K memories, against the s
 in-process on the same file (the baseline, measured in the same run).
 
     python bench/bench_http.py                       # 10K memories, 3 repeats of 80 recalls
-    python bench/bench_http.py --n 2000 --queries 24 --repeats 1
+    python bench/bench_http.py --quick               # 2K memories, 1 repeat of 24 recalls
 
 The file is filled as in bench_mcp.py (library row functions, random unit vectors). Every query is
 new, so each recall pays one real query embedding; with 8 clients the 80 queries of a repeat are
@@ -14,6 +14,7 @@ its default pool of connections; the model embeds one query at a time.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
@@ -105,12 +106,17 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=80, help="recalls per repeat and setting (default 80)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients in the second setting")
+    parser.add_argument("--quick", action="store_true", help="2K memories, 1 repeat of 24 recalls")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures to PATH as JSON")
     parser.add_argument("--model", default=os.environ.get("MAGRAY_TEST_MODEL")
                         or str(ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2-q8_0.gguf"))
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.queries, args.repeats = 2000, 24, 1
     os.environ.setdefault("MAGRAY_TEST_MODEL", args.model)
 
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    load_start = os.getloadavg()
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in load_start)}")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         t0 = time.perf_counter()
@@ -141,13 +147,20 @@ def main() -> None:
                     results[name] = (all_times, p50s, walls + wall)
         finally:
             code, log = server.stop()
+        summary = {}
         print(f"recall mode=hybrid k=5, {args.n} memories, {args.repeats} x {args.queries} queries per setting")
         base = percentiles(results["in-process"][0])["p50"]
         for name, (times, p50s, wall) in results.items():
             p = percentiles(times)
+            summary[name] = {"p50_ms": p["p50"], "p95_ms": p["p95"], "recalls_per_s": len(times) / wall,
+                             "p50_per_repeat_ms": p50s, "p50_vs_in_process": p["p50"] / base}
             print(f"  {name:<22} p50 {p['p50']:6.1f} ms  p95 {p['p95']:6.1f} ms  {len(times) / wall:6.1f} recalls/s  "
                   f"p50/in-process {p['p50'] / base:5.2f}x  (p50 per repeat {', '.join(f'{x:.1f}' for x in p50s)})")
-    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    load_end = os.getloadavg()
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in load_end)}")
+    if args.json:
+        args.json.write_text(json.dumps({"n": args.n, "queries": args.queries, "repeats": args.repeats,
+                                         "load_start": load_start, "load_end": load_end, "results": summary}, indent=2))
     if code != 0:
         raise SystemExit(f"server exited with {code}: {log}")
 
