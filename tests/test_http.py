@@ -308,3 +308,33 @@ def test_bad_api_requests_are_one_line_errors(server):
     for answer in answers:
         message = answer.json()["error"]["message"]
         assert message.strip() and "\n" not in message
+
+
+def test_the_server_leaves_the_wal_empty_when_it_stops(db_path, env):
+    """Another process keeps the file open (so closing the server's connections does not clean up
+    the WAL by itself): the server empties the WAL on its way out."""
+    from magray import Memory
+
+    srv = http_server.start(db_path, env)
+
+    async def scenario():
+        async with mcp_session(srv.url) as s:
+            for i in range(5):
+                await call(s, "remember", content=f"fact number {i} worth keeping", layer="insights")
+
+    with Memory.open(db_path, create=False) as other:
+        try:
+            anyio.run(scenario)
+            wal = db_path.with_name(db_path.name + "-wal")
+            written = wal.stat().st_size
+        finally:
+            code, log = srv.stop()
+        assert code == 0, log
+        assert written > 0 and wal.stat().st_size == 0
+        assert other.status().counts["insights"] == 5
+
+
+def test_a_token_file_without_http_is_a_usage_error(db_path, env, tmp_path):
+    proc = run_cli(db_path, env, "serve", "--token-file", str(tmp_path / "token"))
+    assert proc.returncode == 2 and "--token-file goes with --http" in proc.stderr
+    assert not (tmp_path / "token").exists()
