@@ -79,6 +79,10 @@ class LifecycleMixin:
             raise InvalidInput(f"unknown scope {kind!r}: use sessions or projects")
         return [dict(s, last=iso(s["last"])) for s in lifecycle.scopes(self._conn, column, self.now())]
 
+    def tags(self: Memory) -> list[dict[str, Any]]:
+        """The tags in use on live memories, with their memory counts, most used first."""
+        return lifecycle.tag_counts(self._conn, self.now())
+
     def forget_scope(self: Memory, *, session: str | None = None, project: str | None = None) -> int:
         """Remove every memory of a session or a project, now and for good."""
         if (session is None) == (project is None):

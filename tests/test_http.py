@@ -209,6 +209,7 @@ def test_the_api_edits_only_with_the_csrf_token(server, db_path):
         search = http.get("/api/search", params={"q": "where is the wifi password?", "since": "1h"}).json()
         browse = http.get("/api/memories", params={"layer": "assets", "tag": "wifi", "limit": 1}).json()
         stats = http.get("/api/stats").json()
+        scopes = http.get("/api/scopes").json()
         forgotten = http.delete(f"/api/memories/{memory_id}", headers={"X-CSRF-Token": csrf})
         gone = http.get(f"/api/memories/{memory_id}")
     assert without.status_code == 403 and wrong.status_code == 403
@@ -221,6 +222,7 @@ def test_the_api_edits_only_with_the_csrf_token(server, db_path):
     assert forgotten.status_code == 200 and gone.status_code == 404
     assert in_file.content == "The wifi password is in the drawer" and in_file.tags == ["home", "wifi"]
     assert stats["counters"]["searches"] >= 1 and stats["layers_by_month"]
+    assert {t["name"]: t["memories"] for t in scopes["tags"]} == {"home": 1, "wifi": 1}
 
 
 @pytest.mark.parametrize("text, expected", [

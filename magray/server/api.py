@@ -183,7 +183,8 @@ def unmerge(mem: Memory, memory_id: int) -> dict[str, Any]:
 
 
 def scopes(mem: Memory) -> dict[str, Any]:
-    return {"projects": mem.scopes("projects"), "sessions": mem.scopes("sessions"), "layers": list(LAYERS)}
+    return {"projects": mem.scopes("projects"), "sessions": mem.scopes("sessions"), "tags": mem.tags(),
+            "layers": list(LAYERS)}
 
 
 def stats(mem: Memory, days: int) -> dict[str, Any]:

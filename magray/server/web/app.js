@@ -179,6 +179,8 @@ async function loadScopes() {
     for (const item of items) select.append(el("option", { value: item.name }, `${item.name} (${item.memories})`));
     select.value = chosen;
   }
+  const tags = clear($("known-tags"));
+  for (const tag of data.tags) tags.append(el("option", { value: tag.name }, `${tag.memories} memories`));
 }
 
 // -- details and curation ------------------------------------------------------------------------------
@@ -397,6 +399,7 @@ async function start() {
   $("app").hidden = false;
   show(location.hash.slice(1));
   loadStatus();
+  loadScopes().catch((e) => say(e.message, true));
 }
 
 async function login(token) {
