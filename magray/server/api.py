@@ -145,12 +145,13 @@ def details(mem: Memory, memory_id: int) -> dict[str, Any]:
 
 
 def edit(mem: Memory, memory_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    """Tags first: a bad tag (the likelier mistake) is refused before the content is touched."""
     unknown = set(body) - {"content", "importance", "tags"}
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}")
     changes = {name: body[name] for name in ("content", "importance") if body.get(name) is not None}
-    if changes:
-        mem.update(memory_id, **changes)
+    if "tags" not in body and not changes:
+        raise InvalidInput("nothing to change: send content, importance or tags")
     if "tags" in body:
         tags = body["tags"]
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
@@ -159,8 +160,8 @@ def edit(mem: Memory, memory_id: int, body: dict[str, Any]) -> dict[str, Any]:
         wanted = [t.strip() for t in tags if t.strip()]
         mem.tag(memory_id, add=[t for t in wanted if t not in current],
                 remove=[t for t in current if t not in wanted])
-    elif not changes:
-        raise InvalidInput("nothing to change: send content, importance or tags")
+    if changes:
+        mem.update(memory_id, **changes)
     return details(mem, memory_id)
 
 
