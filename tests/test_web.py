@@ -184,12 +184,11 @@ def test_the_page_asks_for_the_token_of_a_non_loopback_server(db_path, model_pat
         memory_id = mem.add("The spare key is under the blue flower pot", layer="assets").id
     server = http_server.start(db_path, subprocess_env(tmp_path, MAGRAY_TOKEN=token), "0.0.0.0:0")
     try:
-        browser.get(f"http://127.0.0.1:{server.port}/")
+        # A link with a wrong token in its fragment is refused, and the page asks for the token.
+        browser.get(f"http://127.0.0.1:{server.port}/#token=not-the-token-at-all")
+        message(browser, "wrong token")
         wait(browser, lambda d: d.find_element(By.ID, "login").is_displayed())
         assert not browser.find_element(By.ID, "app").is_displayed()
-        browser.find_element(By.ID, "token").send_keys("not-the-token-at-all")
-        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
-        message(browser, "wrong token")
         box = browser.find_element(By.ID, "token")
         box.clear()
         box.send_keys(token)
