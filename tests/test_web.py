@@ -82,10 +82,22 @@ def wait(driver, condition):
     return WebDriverWait(driver, WAIT_S).until(condition)
 
 
-def search(driver, text: str) -> list:
-    box = driver.find_element(By.ID, "q")
+def fill(driver, element_id: str, text: str) -> None:
+    box = driver.find_element(By.ID, element_id)
     box.clear()
     box.send_keys(text)
+
+
+def save(driver, **fields: str) -> None:
+    """Type into the details form (edit_content=..., edit_tags=...), save, wait until saved."""
+    for name, text in fields.items():
+        fill(driver, name.replace("_", "-"), text)
+    driver.find_element(By.ID, "save").click()
+    message(driver, "saved")
+
+
+def search(driver, text: str) -> list:
+    fill(driver, "q", text)
     driver.execute_script("document.getElementById('results').replaceChildren()")
     driver.find_element(By.ID, "search-button").click()
     return wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#results .card"))
@@ -120,14 +132,7 @@ def test_the_page_searches_edits_forgets_and_keeps_payloads_inert(db_path, model
         # Edit: the change is in the file.
         search(browser, "when do deploys happen?")[0].click()
         wait(browser, lambda d: d.find_element(By.ID, "details-title").text == f"Memory #{ids['deploy']}")
-        content = browser.find_element(By.ID, "edit-content")
-        content.clear()
-        content.send_keys("Deploys to production happen on Tuesday mornings")
-        tags = browser.find_element(By.ID, "edit-tags")
-        tags.clear()
-        tags.send_keys("ops, schedule")
-        browser.find_element(By.ID, "save").click()
-        message(browser, "saved")
+        save(browser, edit_content="Deploys to production happen on Tuesday mornings", edit_tags="ops, schedule")
         with Memory.open(db_path, create=False) as mem:
             edited = mem.get(ids["deploy"], touch=False)
         assert edited.content == "Deploys to production happen on Tuesday mornings"
@@ -189,9 +194,7 @@ def test_the_page_asks_for_the_token_of_a_non_loopback_server(db_path, model_pat
         message(browser, "wrong token")
         wait(browser, lambda d: d.find_element(By.ID, "login").is_displayed())
         assert not browser.find_element(By.ID, "app").is_displayed()
-        box = browser.find_element(By.ID, "token")
-        box.clear()
-        box.send_keys(token)
+        fill(browser, "token", token)
         browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
         wait(browser, lambda d: d.find_element(By.ID, "app").is_displayed())
         assert search(browser, "where is the spare key?")[0].get_attribute("data-id") == str(memory_id)
@@ -204,11 +207,7 @@ def test_the_page_asks_for_the_token_of_a_non_loopback_server(db_path, model_pat
         server = http_server.start(db_path, subprocess_env(tmp_path, MAGRAY_TOKEN=token), f"0.0.0.0:{server.port}")
         browser.find_element(By.CSS_SELECTOR, "#results .card").click()
         wait(browser, lambda d: d.find_element(By.ID, "details-title").text == f"Memory #{memory_id}")
-        tags = browser.find_element(By.ID, "edit-tags")
-        tags.clear()
-        tags.send_keys("home")
-        browser.find_element(By.ID, "save").click()
-        message(browser, "saved")
+        save(browser, edit_tags="home")
         with Memory.open(db_path, create=False) as mem:
             assert mem.get(memory_id, touch=False).tags == ["home"]
     finally:
