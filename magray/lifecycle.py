@@ -201,6 +201,15 @@ def scopes(conn: apsw.Connection, column: str, now: float) -> list[dict[str, Any
     return [{"name": name, "memories": n, "last": last} for name, n, last in rows]
 
 
+def tag_counts(conn: apsw.Connection, now: float) -> list[dict[str, Any]]:
+    """Every tag on a live memory, with how many carry it, most used first."""
+    rows = conn.execute(
+        "SELECT t.tag, count(*) FROM memory_tags AS t JOIN memories AS m ON m.id = t.memory_id "
+        "WHERE m.deleted_at IS NULL AND m.merged_into IS NULL AND (m.expires_at IS NULL OR m.expires_at > ?) "
+        "GROUP BY t.tag ORDER BY count(*) DESC, t.tag", (now,))
+    return [{"name": tag, "memories": n} for tag, n in rows]
+
+
 def scope_ids(conn: apsw.Connection, column: str, value: str) -> list[int]:
     if column not in ("session", "project"):
         raise ValueError(column)

@@ -57,6 +57,7 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         self._embedder = None
         self._binding: binding_mod.Binding | None = None
         self._reconciling = False
+        self._shares_model = False  # the embedder belongs to the Memory this one came from
         self.rules = load_rules()
         self.timezone = timephrases.zone()
 
@@ -89,9 +90,22 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
             conn.close()
             raise
 
+    def another(self) -> Memory:
+        """A second connection to the same file that shares this one's loaded model, for a server
+        that runs calls in several threads at once (one connection per thread at a time; the model
+        embeds for one of them at a time). Close it before this one."""
+        conn = open_connection(self.path, profile=self.profile, create=False,
+                               check=lambda c: schema.check_version(c, self.path))
+        other = type(self)(conn, self.path, profile=self.profile, model=self._model_request,
+                           device=self._device, clock=self._clock)
+        if self._embedder is not None:
+            other._embedder, other._binding, other._shares_model = self._embedder, self._binding, True
+        return other
+
     def close(self) -> None:
         if self._embedder is not None:
-            self._embedder.close()
+            if not self._shares_model:
+                self._embedder.close()
             self._embedder = None
         if self._conn is not None:
             self._conn.close()

@@ -10,6 +10,7 @@ from . import binding as binding_mod
 from . import lifecycle, records
 from .errors import InvalidInput, StoreError
 from .timeutil import iso
+from .types import MemoryRecord
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,12 @@ class LifecycleMixin:
             survivor = lifecycle.unmerge(self._conn, alias_id, self.now())
         return {"id": alias_id, "was_merged_into": survivor}
 
+    def aliases(self: Memory, memory_id: int) -> list[MemoryRecord]:
+        """The near-duplicates merged into a memory (each can be unmerged)."""
+        ids = lifecycle.aliases_of(self._conn, memory_id)
+        found = records.get_many(self._conn, ids)
+        return [found[i] for i in ids if i in found and found[i].deleted_at is None]
+
     def duplicates(self: Memory) -> list[list[int]]:
         """Groups of near-duplicate memories already stored (same layer and project)."""
         self._reconcile()
@@ -74,6 +81,10 @@ class LifecycleMixin:
             raise InvalidInput(f"unknown scope {kind!r}: use sessions or projects")
         self._reconcile()
         return [dict(s, last=iso(s["last"])) for s in lifecycle.scopes(self._conn, column, self.now())]
+
+    def tags(self: Memory) -> list[dict[str, Any]]:
+        """The tags in use on live memories, with their memory counts, most used first."""
+        return lifecycle.tag_counts(self._conn, self.now())
 
     def forget_scope(self: Memory, *, session: str | None = None, project: str | None = None) -> int:
         """Remove every memory of a session or a project, now and for good."""

@@ -51,8 +51,10 @@ class ModelsMixin:
             if live is not None and live.sha256 == self._binding.sha256:
                 self._binding = live
                 return self._embedder, live
-            self._embedder.close()
+            if not self._shares_model:
+                self._embedder.close()
             self._embedder = self._binding = None
+            self._shares_model = False
         from .embed.embedder import Embedder
 
         entry, bound = self._resolve_model()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -235,7 +236,30 @@ def cmd_serve(mem: Memory, args: argparse.Namespace) -> Any:
             metrics_http.start(mem.path, args.metrics_port)
         except OSError as exc:
             raise InvalidInput(f"cannot serve metrics on port {args.metrics_port}: {exc.strerror}") from None
+    if args.http is not None:
+        return _serve_http(mem, args)
+    if args.token_file:
+        raise InvalidInput("--token-file goes with --http")
     run_stdio(mem, checkpoint_every=args.checkpoint_every, idle_checkpoint_s=args.idle_checkpoint)
+    return None
+
+
+def _serve_http(mem: Memory, args: argparse.Namespace) -> Any:
+    """Serve MCP over HTTP and the web page until interrupted. stdout gets the address (and a newly
+    generated token, this once); logs go to stderr."""
+    from ..server import http
+
+    host, port = http.parse_listen(args.http)
+    token, generated = http.resolve_token(os.environ.get("MAGRAY_TOKEN"),
+                                          Path(args.token_file) if args.token_file else None)
+
+    def ready(url: str) -> None:
+        if generated:
+            print(f"token: {token} (saved in {args.token_file}; it is not shown again)", flush=True)
+        print(f"serving {url} (MCP: {url}mcp)", flush=True)
+
+    http.run_http(mem, host, port, token=token, checkpoint_every=args.checkpoint_every,
+                  idle_checkpoint_s=args.idle_checkpoint, on_ready=ready)
     return None
 
 

@@ -238,15 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
     _sub(subs, "reindex", "re-embed every memory with the model named by --model, then switch atomically",
          "  magray reindex --model minilm-f16\n", common)
 
-    p = _sub(subs, "serve", "serve the memory file to agents over MCP (stdio); logs go to stderr",
+    p = _sub(subs, "serve", "serve the memory file to agents over MCP (stdio, or HTTP with a web page); logs go to stderr",
              "  magray serve\n  magray --db ~/notes.db serve --model ./all-MiniLM-L6-v2-q8_0.gguf\n"
-             "  magray serve --metrics-port 9464\n", common)
+             "  magray serve --metrics-port 9464\n  magray serve --http                # http://127.0.0.1:8765/\n"
+             "  magray serve --http 0.0.0.0:8765 --token-file ~/.config/magray/token\n", common)
     p.add_argument("--checkpoint-every", type=int, default=64, metavar="N",
                    help="checkpoint the WAL (PASSIVE) after every N writing tool calls (default: 64)")
     p.add_argument("--idle-checkpoint", type=float, default=30.0, metavar="SECONDS",
                    help="empty the WAL (TRUNCATE) after this long without writing calls; 0 = never (default: 30)")
     p.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="also serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0: any free port)")
+    p.add_argument("--http", nargs="?", const="127.0.0.1:8765", metavar="[HOST:]PORT",
+                   help="serve MCP over streamable HTTP at /mcp and the web page at / instead of stdio "
+                        "(default 127.0.0.1:8765; any address but loopback needs a token)")
+    p.add_argument("--token-file", metavar="PATH",
+                   help="with --http: the bearer token clients must send, read from PATH, or generated into "
+                        "it (0600) and printed once when PATH does not exist; $MAGRAY_TOKEN also sets one")
 
     p = _sub(subs, "backup", "back up the memory file while other processes keep writing; verify, list, prune",
              "  magray backup                      # to backups/ beside the memory file, verified\n"

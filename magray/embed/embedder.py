@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,9 @@ class Embedder:
 
     def __init__(self, path: Path, *, device: str = "auto", n_ctx: int = 512,
                  n_threads: int | None = None) -> None:
+        # A llama.cpp context serves one call at a time; a server shares one loaded model between
+        # the connections of its worker threads (Memory.another), so every use takes this lock.
+        self._lock = threading.Lock()
         if device not in DEVICES:
             raise InvalidInput(f"unknown device {device!r}: use auto, cpu or gpu")
         path = Path(path)
@@ -94,7 +98,8 @@ class Embedder:
         self.max_tokens = min(n_ctx, int(meta.get(f"{arch}.context_length", n_ctx)))
 
     def count_tokens(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode("utf-8", "replace"), add_bos=True, special=False))
+        with self._lock:
+            return len(self._llm.tokenize(text.encode("utf-8", "replace"), add_bos=True, special=False))
 
     def chunks(self, text: str) -> list[str]:
         """The pieces of `text` to embed: the whole text when it fits, else overlapping windows
@@ -149,7 +154,8 @@ class Embedder:
         import numpy as np
 
         try:
-            vectors = self._llm.embed([texts[i] for i in indexes], normalize=True, truncate=False)
+            with self._lock:
+                vectors = self._llm.embed([texts[i] for i in indexes], normalize=True, truncate=False)
         except ValueError as exc:
             raise InvalidInput(f"text too long for the model: {exc}") from None
         out[indexes] = np.asarray(vectors, dtype=np.float32)
@@ -157,5 +163,6 @@ class Embedder:
     def close(self) -> None:
         llm = getattr(self, "_llm", None)
         if llm is not None:
-            llm.close()
-            self._llm = None
+            with self._lock:
+                llm.close()
+                self._llm = None

@@ -9,14 +9,14 @@ to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar
 
 import anyio
-import anyio.to_thread
 import jsonschema
 from mcp import types
 from mcp.server.lowlevel import Server
@@ -25,6 +25,7 @@ from mcp.server.stdio import stdio_server
 from .. import __version__
 from ..errors import MagrayError
 from ..memory import Memory
+from .pool import MemoryPool
 from .tools import TOOLS, TOOLS_BY_NAME, ToolSpec
 
 log = logging.getLogger("magray.server")
@@ -72,12 +73,13 @@ class MemoryServer:
     """The MCP server around one open `Memory`."""
 
     def __init__(self, memory: Memory, *, checkpoint_every: int = CHECKPOINT_EVERY,
-                 idle_checkpoint_s: float = IDLE_CHECKPOINT_S) -> None:
+                 idle_checkpoint_s: float = IDLE_CHECKPOINT_S, pool: MemoryPool | None = None) -> None:
         self.memory = memory
+        # stdio serves one client: one connection, one call at a time. HTTP passes a larger pool.
+        self.pool = pool or MemoryPool([memory])
         self.checkpoint_every = checkpoint_every
         self.idle_checkpoint_s = idle_checkpoint_s
         self._validators = {t.name: jsonschema.Draft202012Validator(t.input_schema) for t in TOOLS}
-        self._limiter = anyio.CapacityLimiter(1)  # one Memory, one connection: one call at a time
         self._writes_since_checkpoint = 0
         self._dirty = False  # written since the last TRUNCATE
         self._last_write = time.monotonic()
@@ -103,7 +105,7 @@ class MemoryServer:
             return _error(f"unknown tool {params.name!r}: use one of {', '.join(TOOLS_BY_NAME)}")
         try:
             arguments = check_arguments(spec, params.arguments, self._validators)
-            data = await self._in_worker(lambda: spec.run(self.memory, arguments))
+            data = await self._in_worker(lambda mem: spec.run(mem, arguments))
         # The log names the failure, never the caller's values: they may be private memories.
         except ArgumentError as exc:
             log.info("%s: rejected argument %s", spec.name, exc.where)
@@ -130,7 +132,7 @@ class MemoryServer:
 
     async def _checkpoint(self, mode: str) -> None:
         try:
-            result = await self._in_worker(lambda: self.memory.checkpoint(mode))
+            result = await self._in_worker(lambda mem: mem.checkpoint(mode))
         except MagrayError as exc:  # another process holds the file: the next checkpoint catches up
             log.info("checkpoint %s skipped: %s", mode, exc)
             return
@@ -147,10 +149,26 @@ class MemoryServer:
                 idle = 0.0
             await anyio.sleep(max(self.idle_checkpoint_s - idle, 0.05))
 
+    async def after_write(self) -> None:
+        """A write made beside MCP (the web page's API) counts toward the checkpoints too."""
+        await self._after_write()
+
+    @contextlib.asynccontextmanager
+    async def wal_upkeep(self) -> AsyncIterator[None]:
+        """While open, empty the WAL when writes pause; on exit, leave it empty if possible
+        (for transports whose clients come and go, such as streamable HTTP)."""
+        async with anyio.create_task_group() as tg:
+            if self.idle_checkpoint_s > 0:
+                tg.start_soon(self._idle_checkpoints)
+            yield
+            tg.cancel_scope.cancel()
+        if self._dirty:
+            await self._checkpoint("TRUNCATE")
+
     # -- running -------------------------------------------------------------------------------
 
-    async def _in_worker(self, fn: Callable[[], T]) -> T:
-        return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+    async def _in_worker(self, fn: Callable[[Memory], T]) -> T:
+        return await self.pool.run(fn)
 
     async def serve(self, read_stream: Any, write_stream: Any) -> None:
         """Serve one client until it closes the channel, then leave the WAL empty if possible."""
