@@ -13,13 +13,14 @@ from typing import Any
 import apsw
 
 from . import binding as binding_mod
-from . import health, lifecycle, records, schema, search as search_mod, vectors
+from . import health, lifecycle, records, replication, schema, search as search_mod, vectors
 from .config import DURABILITY, LAYERS, WRITE_BATCH, PROFILES, default_db_path, default_profile, load_rules
-from .db import open_connection, read_snapshot, translate_errors, write_transaction
+from .db import is_follower, open_connection, read_snapshot, translate_errors, write_transaction
 from .embed import cache
 from .memory_archive import ArchiveMixin
 from .memory_lifecycle import LifecycleMixin
 from .memory_models import ModelsMixin
+from .memory_replication import ReplicationMixin, follow as _follow
 from .errors import InvalidInput, ModelMismatch, StoreError
 from .types import AddResult, Filters, MemoryRecord, SearchHit, Status
 
@@ -41,7 +42,7 @@ class _Prepared:
     kept: dict[str, Any] | None = None
 
 
-class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
+class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin, ReplicationMixin):
     """One memory file. Open with `Memory.open(path)`; use as a context manager to close it."""
 
     def __init__(self, conn: apsw.Connection, path: Path, *, profile: str, model: str | None,
@@ -55,6 +56,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         self._embedder = None
         self._binding: binding_mod.Binding | None = None
         self.rules = load_rules()
+        # A follower (`magray follow`): Litestream writes it, magray only reads it.
+        self.read_only = conn.readonly("main")
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -69,16 +72,25 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         profile = profile or default_profile()
         if profile not in PROFILES:
             raise InvalidInput(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
-        conn = open_connection(path, profile=profile, create=create,
+        follower = is_follower(path)
+        conn = open_connection(path, profile=profile, create=create, read_only=follower,
                                check=lambda c: schema.check_version(c, path))
         try:
             with translate_errors(path):
-                schema.migrate(conn, path)
+                if follower:
+                    _check_follower_schema(conn, path)
+                else:
+                    schema.migrate(conn, path)
+                    if replication.is_replicated(conn):
+                        conn.execute(f"PRAGMA journal_size_limit={replication.JOURNAL_SIZE_LIMIT}")
         except BaseException:
             conn.close()
             raise
         return cls(conn, path, profile=profile, model=model or os.environ.get("MAGRAY_MODEL"),
                    device=device, clock=clock or time.time)
+
+    # `Memory.follow(url, to, stop)`: keep a read-only copy of a replica (see memory_replication).
+    follow = staticmethod(_follow)
 
     def close(self) -> None:
         if self._embedder is not None:
@@ -326,7 +338,7 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         """One memory by id. Reading it counts as a use unless `touch` is false."""
         now = self.now()
         record = records.get(self._conn, memory_id, now, include_expired=include_expired)
-        if touch:
+        if touch and not self.read_only:
             with self._write():
                 records.record_use(self._conn, [memory_id], now)
             record = records.get(self._conn, memory_id, now, include_expired=True)
@@ -375,6 +387,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
             parts = {memory_id: p for memory_id, p in parts.items() if memory_id in allowed}
             found = records.get_many(self._conn, list(parts))
         hits = search_mod.rank(found, parts, now, k, ranking)
+        if self.read_only:  # a follower: uses are counted on the primary only
+            return hits
         try:
             with self._write():
                 if touch and hits:
@@ -423,13 +437,17 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
     def checkpoint(self, mode: str = "PASSIVE") -> dict[str, int]:
         """Copy the WAL back into the file. PASSIVE never waits for other processes; TRUNCATE waits
         (up to the busy timeout) for their readers and writers, then empties the WAL file.
-        Long-running processes call this so that the WAL does not grow while they hold the file."""
+        Long-running processes call this so that the WAL does not grow while they hold the file.
+        While the file is replicated every mode runs as PASSIVE: Litestream holds a read
+        transaction, so any other mode would wait its whole busy timeout and stall every writer."""
         mode = mode.upper() if isinstance(mode, str) else mode
         if mode not in CHECKPOINT_MODES:
             raise InvalidInput(f"unknown checkpoint mode {mode!r}: use {', '.join(CHECKPOINT_MODES)}")
         with translate_errors(self.path):
+            if mode != "PASSIVE" and replication.is_replicated(self._conn):
+                mode = "PASSIVE"
             busy, log_frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-        return {"busy": busy, "log_frames": log_frames, "checkpointed_frames": done}
+        return {"mode": mode, "busy": busy, "log_frames": log_frames, "checkpointed_frames": done}
 
     def doctor(self, *, repair: bool = False, progress: Progress | None = None) -> health.Report:
         """Check the file (SQLite integrity, FTS index and vectors against the memories); with
@@ -437,3 +455,11 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         with translate_errors(self.path):
             return health.run(self._conn, self.path, repair=repair, load_embedder=self._load_embedder,
                               now=self.now, progress=progress)
+
+
+def _check_follower_schema(conn: apsw.Connection, path: Path) -> None:
+    """A follower cannot be migrated (Litestream writes it): its schema must be this magray's."""
+    version, latest = schema.current_version(conn), schema.latest_version()
+    if version < latest:
+        raise StoreError(f"{path} is a read-only follower at schema version {version}; this magray needs "
+                         f"{latest}: upgrade magray on the primary first (it migrates the file)")
