@@ -20,7 +20,7 @@ from .embed import cache
 from .memory_archive import ArchiveMixin
 from .memory_lifecycle import LifecycleMixin
 from .memory_models import ModelsMixin
-from .memory_replication import ReplicationMixin, follow as _follow
+from .memory_replication import ReplicationMixin, follow as _follow, restore_replica_copy as _restore_replica_copy
 from .errors import InvalidInput, ModelMismatch, StoreError
 from .types import AddResult, Filters, MemoryRecord, SearchHit, Status
 
@@ -91,6 +91,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin, ReplicationMixin):
 
     # `Memory.follow(url, to, stop)`: keep a read-only copy of a replica (see memory_replication).
     follow = staticmethod(_follow)
+    # `Memory.restore_replica_copy(url, to, at=...)`: a replica's state into a new file, no file open.
+    restore_replica_copy = staticmethod(_restore_replica_copy)
 
     def close(self) -> None:
         if self._embedder is not None:

@@ -67,22 +67,10 @@ class ReplicationMixin:
         write it to the new file `to`, touching nothing else, or swap it into this file like
         `restore` does with a backup (a safety copy first, one transaction)."""
         url = replication.require_url(self._conn, url)
-        target = Path(to).expanduser().resolve() if to is not None else None
-        if target is not None and (target.exists() or Path(str(target) + "-wal").exists()):
-            raise InvalidInput(f"{target} already exists; name a new file")
-        with replication.scratch_dir(target or self.path) as folder:
-            copy = folder / "restored.db"
-            summary = replication.restore_copy(url, copy, at=at)
-            checked = backup_mod.verify(copy)
-            doctor = _doctor(copy)
-            if doctor:
-                raise replication.ReplicaError(f"the copy restored from {url} is not sound: {doctor}")
-            report: dict[str, Any] = {"url": url, "at": at, "txid": summary.get("txid"),
-                                      "memories": checked.memories}
-            if target is not None:
-                replication.forget_replica(copy)
-                os.replace(copy, target)
-                return report | {"path": str(target), "replaced": False}
+        if to is not None:
+            return restore_replica_copy(url, to, at=at)
+        with replication.scratch_dir(self.path) as folder:
+            copy, report = _restored_and_checked(url, folder, at)
             stored = binding_mod.get_setting(self._conn, replication.REPLICA_KEY)
             restored = self.restore(copy, progress=progress)
             if stored is not None:  # a point before `replica set` must not switch replication off
@@ -100,6 +88,31 @@ class ReplicationMixin:
         this size whenever it starts over."""
         if replication.is_replicated(self._conn):
             self._conn.execute(f"PRAGMA journal_size_limit={replication.JOURNAL_SIZE_LIMIT}")
+
+
+def restore_replica_copy(url: str, to: str | os.PathLike, *, at: float | None = None) -> dict[str, Any]:
+    """Restore the replica at `url` (as it was at `at`, unix seconds) into the new file `to`,
+    checked like a restore; no other file is opened or touched (`magray restore --from-replica
+    URL --to PATH` on a machine that has no memory file yet)."""
+    url = replication.normalize_url(url)
+    target = Path(to).expanduser().resolve()
+    if target.exists() or Path(str(target) + "-wal").exists():
+        raise InvalidInput(f"{target} already exists; name a new file")
+    with replication.scratch_dir(target) as folder:
+        copy, report = _restored_and_checked(url, folder, at)
+        replication.forget_replica(copy)
+        os.replace(copy, target)
+    return report | {"path": str(target), "replaced": False}
+
+
+def _restored_and_checked(url: str, folder: Path, at: float | None) -> tuple[Path, dict[str, Any]]:
+    copy = folder / "restored.db"
+    summary = replication.restore_copy(url, copy, at=at)
+    checked = backup_mod.verify(copy)
+    problem = _doctor(copy)
+    if problem:
+        raise replication.ReplicaError(f"the copy restored from {url} is not sound: {problem}")
+    return copy, {"url": url, "at": at, "txid": summary.get("txid"), "memories": checked.memories}
 
 
 def _doctor(path: Path) -> str | None:

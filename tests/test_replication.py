@@ -100,6 +100,12 @@ def test_folder_replica_end_to_end(tmp_path, db, env, model_path):
     assert contents(copy) == contents(db) == set(texts) | {"a memory from before replication"}
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600
     assert data(run_cli(copy, env, "replica", "show", "--json"))["url"] is None  # a copy is a file of its own
+    # On a new machine: a named replica into a new file opens no memory file at all.
+    absent, fresh = tmp_path / "machine-b" / "memory.db", tmp_path / "machine-b" / "restored.db"
+    ok(run_cli(absent, env, "restore", "--from-replica", str(replica), "--to", str(fresh)))
+    assert contents(fresh) == contents(db) and not absent.exists()
+    refused = run_cli(absent, env, "restore", "--from-replica", str(replica), "--to", str(fresh))
+    assert refused.returncode == 2 and "already exists" in refused.stderr
 
 
 @pytest.mark.parametrize("backend", ["folder", "s3"])

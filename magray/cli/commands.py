@@ -265,11 +265,13 @@ def cmd_backup(mem: Memory, args: argparse.Namespace) -> Any:
     return report
 
 
-def cmd_restore(mem: Memory, args: argparse.Namespace) -> Any:
+def cmd_restore(mem: Memory | None, args: argparse.Namespace) -> Any:
     if args.from_replica is not None:
         if args.file:
             raise InvalidInput("give a backup FILE or --from-replica, not both")
         at = parse_when(args.at, time.time()) if args.at else None
+        if mem is None:  # a named replica into a new file: the memory file is not opened at all
+            return Memory.restore_replica_copy(args.from_replica, args.to, at=at)
         return mem.restore_from_replica(args.from_replica or None, at=at, to=args.to,
                                         progress=progress_bar("restoring", None, unit="page"))
     if args.at or args.to:
@@ -351,6 +353,15 @@ HANDLERS: dict[str, Callable[[Memory, argparse.Namespace], Any]] = {
 }
 # Commands that do not open the memory file at all.
 WITHOUT_FILE = frozenset({"config", "follow"})
+
+
+def without_file(args: argparse.Namespace) -> bool:
+    """Whether this command runs without opening the memory file."""
+    if args.command == "restore":
+        return bool(getattr(args, "from_replica", None) and getattr(args, "to", None))
+    return args.command in WITHOUT_FILE
+
+
 # Commands that may create the memory file; the others refuse a missing file.
 CREATES_FILE = frozenset({"init", "add", "model", "serve", "restore", "import"})
 
