@@ -85,6 +85,16 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the Litestream child, before exec: on Linux, be sent SIGTERM when magray dies (even by
+    SIGKILL), so that a killed `magray replicate` never leaves a second Litestream running."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def timeout_s() -> float:
     raw = os.environ.get("MAGRAY_REPLICA_TIMEOUT")
     try:
@@ -98,7 +108,8 @@ def run_litestream(args: list[str], *, timeout: float | None = None, what: str =
     within `timeout` seconds, is one ReplicaError line."""
     try:
         proc = subprocess.run([litestream_binary(), *args], capture_output=True, text=True,
-                              env=child_env(), timeout=timeout, stdin=subprocess.DEVNULL)
+                              env=child_env(), timeout=timeout, stdin=subprocess.DEVNULL,
+                              preexec_fn=_die_with_parent)
     except subprocess.TimeoutExpired:
         raise ReplicaError(f"{what} did not answer within {timeout:g} s") from None
     except OSError as exc:
@@ -506,7 +517,7 @@ class Supervisor:
     def _start(self) -> None:
         self.child = subprocess.Popen(self.command, env=child_env(), stdin=subprocess.DEVNULL,
                                       stdout=self.log_to or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=_die_with_parent)
         self.starts += 1
         log.info("litestream started (pid %d)", self.child.pid)
         if self.on_start:

@@ -21,6 +21,7 @@ import pytest
 
 from magray import Memory, ReplicaError
 from magray.replication import litestream_binary
+from magray.schema import dump_schema
 
 from helpers.reliability import ROOT, content_digest, run_cli, start_worker, subprocess_env
 from helpers.replication import (SYNC_INTERVAL, contents, free_port, litestream_child, magray, replica_contents,
@@ -91,6 +92,10 @@ def test_folder_replica_end_to_end(tmp_path, db, env, model_path):
     raw = sqlite3.connect(db)
     assert {"_litestream_seq", "_litestream_lock"} <= {r[0] for r in raw.execute("SELECT name FROM sqlite_schema")}
     raw.close()
+    with Memory.open(db) as replicated, Memory.open(tmp_path / "fresh.db") as fresh:
+        # Litestream's tables are not magray's schema (the vector tables come with the model binding).
+        ours = [o for o in dump_schema(replicated.connection) if not o[1].startswith("vec_chunks_")]
+        assert ours == dump_schema(fresh.connection)
     assert stat.S_IMODE(Path(status["config"]).stat().st_mode) == 0o600
     assert data(run_cli(db, env, "replica", "status", "--json"))["running"] is False
 
@@ -163,9 +168,20 @@ def test_litestream_killed_while_writers_continue_is_restarted_and_catches_up(tm
             writer.kill()
             writer.wait()
         wait_for(lambda: set(acked) <= replica_contents(replica.as_uri(), env), "the replica to catch up")
+        # magray itself killed: its Litestream goes too (a second one on the file would be wrong).
+        child = litestream_child(rep)
+        os.kill(rep.pid, signal.SIGKILL)
+        wait_for(lambda: not _alive(child), "Litestream to exit with its magray")
     copy = tmp_path / "copy.db"
     ok(run_cli(db, env, "restore", "--from-replica", "--to", str(copy)))
     assert set(acked) <= contents(copy)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_a_restore_killed_midway_leaves_the_live_file_untouched(tmp_path, db, env, model_path):
