@@ -231,10 +231,12 @@ def main() -> None:
     parser.add_argument("--follower-samples", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=2, help="restores of the big file per replica (default 2)")
     parser.add_argument("--quick", action="store_true", help="small and short: 10K memories, 8 s, 1 round")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     args = parser.parse_args()
     if args.quick:
         args.memories, args.seconds, args.writes, args.rounds, args.follower_samples, args.repeats = 10_000, 8, 100, 1, 5, 1
     print(load_note())
+    results: dict = {"load_before": os.getloadavg()[0], "args": vars(args)}
     print(f"Litestream {subprocess.run([replication.litestream_binary(), 'version'], capture_output=True, text=True).stdout.strip()}")
     with tempfile.TemporaryDirectory(prefix="magray-bench-repl-") as tmp_name:
         tmp = Path(tmp_name)
@@ -255,6 +257,7 @@ def main() -> None:
         print(f"  Litestream off: median {median(off):.0f} writes/s   {[round(x) for x in off]}")
         print(f"  Litestream on:  median {median(on):.0f} writes/s   {[round(x) for x in on]}")
         print(f"  on / off: {median(on) / median(off):.2f}x")
+        results["throughput"] = {"off": off, "on": on, "ratio": median(on) / median(off)}
 
         follower = tmp / "machine-b" / "memory.db"
         with replicating(db, env):
@@ -270,6 +273,7 @@ def main() -> None:
                   f" folder replica ({len(lags)} matched):")
             print(f"  p50 {median(lags) * 1000:.0f} ms, p95 {percentile(lags, 95) * 1000:.0f} ms, "
                   f"max {max(lags) * 1000:.0f} ms")
+            results["lag_s"] = {"p50": median(lags), "p95": percentile(lags, 95), "max": max(lags), "n": len(lags)}
             follow = subprocess.Popen([sys.executable, "-m", "magray", "follow", str(replica), "--to", str(follower)],
                                       env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, start_new_session=True)
@@ -281,6 +285,7 @@ def main() -> None:
                 follow.wait(timeout=60)
             print(f"\nfollower delay (commit on the primary -> visible in the follower, follow interval 1 s,"
                   f" {len(delays)} samples): p50 {median(delays) * 1000:.0f} ms, p95 {percentile(delays, 95) * 1000:.0f} ms")
+            results["follower_delay_s"] = {"p50": median(delays), "p95": percentile(delays, 95)}
         writer.mem.close()
 
         # -- restoring a big file ---------------------------------------------------------------------
@@ -297,6 +302,7 @@ def main() -> None:
             copies.append(time.perf_counter() - started)
             (tmp / f"copy-{r}.db").unlink()
         print(f"  plain copy of the closed file (baseline): {median(copies):.2f} s")
+        results["big_file"] = {"memories": args.memories, "bytes": size, "copy_s": median(copies)}
         targets = [("folder", {}, (tmp / "big-replica").as_uri())]
         with s3_server(tmp) as (creds, s3):
             targets.append(("S3 (moto, 127.0.0.1)", creds, s3))
@@ -311,7 +317,12 @@ def main() -> None:
                 print(f"  {name}: first snapshot shipped in {shipped:.1f} s; restore with litestream {median(raw):.2f} s"
                       f" ({median(raw) / median(copies):.1f}x the copy); `magray restore --from-replica --to`"
                       f" (restore + integrity_check + verify + doctor) {median(full):.2f} s")
+                results["big_file"][name] = {"ship_s": shipped, "litestream_restore_s": median(raw),
+                                             "magray_restore_s": median(full)}
     print(load_note(after=True))
+    results["load_after"] = os.getloadavg()[0]
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
