@@ -16,14 +16,10 @@ Litestream's own configuration. The Litestream config magray writes lives in the
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -66,6 +62,8 @@ SNAPSHOT_LEVEL = 9
 def litestream_binary() -> str:
     """$MAGRAY_LITESTREAM, else `litestream` beside this Python (the `magray[replicate]` extra
     installs it there), else on the PATH."""
+    import shutil
+
     explicit = os.environ.get("MAGRAY_LITESTREAM")
     candidates = [explicit] if explicit else [str(Path(sys.executable).parent / "litestream"),
                                               shutil.which("litestream")]
@@ -90,6 +88,7 @@ def _die_with_parent() -> None:
     SIGKILL), so that a killed `magray replicate` never leaves a second Litestream running."""
     if sys.platform.startswith("linux"):
         import ctypes
+        import signal
 
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -106,6 +105,8 @@ def timeout_s() -> float:
 def run_litestream(args: list[str], *, timeout: float | None = None, what: str = "the replica") -> str:
     """Run one Litestream command to completion and return its stdout; any failure, or no answer
     within `timeout` seconds, is one ReplicaError line."""
+    import subprocess
+
     try:
         proc = subprocess.run([litestream_binary(), *args], capture_output=True, text=True,
                               env=child_env(), timeout=timeout, stdin=subprocess.DEVNULL,
@@ -368,6 +369,8 @@ def restore_copy(url: str, out: Path, *, at: float | None = None, txid: int | No
 def scratch_dir(near: Path) -> Iterator[Path]:
     """A private folder beside `near` (same file system, so a restored copy can be renamed into
     place) that is removed afterwards; one left by a killed process is removed by the next."""
+    import shutil
+
     parent = Path(near).resolve().parent
     for stale in parent.glob(".magray-replica-*"):
         pid = stale.name.rsplit("-", 1)[-1]
@@ -446,6 +449,8 @@ def follow_command(url: str, to: Path, interval: str) -> list[str]:
 
 def replicator_running(db_path: Path) -> bool:
     """Whether a `magray replicate` holds this file's lock (it does for as long as it runs)."""
+    import fcntl
+
     path = lock_file(db_path)
     if not path.exists():
         return False
@@ -461,6 +466,8 @@ def replicator_running(db_path: Path) -> bool:
 @contextlib.contextmanager
 def replicator_lock(db_path: Path) -> Iterator[None]:
     """One Litestream per database: a second `magray replicate` for the same file is refused."""
+    import fcntl
+
     path = lock_file(db_path)
     _private_dir(path.parent)
     f: IO[str] = open(path, "a+")
@@ -490,7 +497,7 @@ class Supervisor:
         self.log_to = log_to
         self.tick, self.tick_s = tick, tick_s
         self.on_start = on_start
-        self.child: subprocess.Popen | None = None
+        self.child: Any = None  # the running subprocess.Popen
         self.starts = 0
 
     def run(self, stop: threading.Event) -> int:
@@ -515,6 +522,8 @@ class Supervisor:
         return self._stop_child()
 
     def _start(self) -> None:
+        import subprocess
+
         self.child = subprocess.Popen(self.command, env=child_env(), stdin=subprocess.DEVNULL,
                                       stdout=self.log_to or subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                       start_new_session=True, preexec_fn=_die_with_parent)
@@ -530,6 +539,9 @@ class Supervisor:
             log.warning("scheduled backup failed: %s", exc)
 
     def _stop_child(self) -> int:
+        import signal
+        import subprocess
+
         child = self.child
         if child is None or child.poll() is not None:
             return 0
