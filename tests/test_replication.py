@@ -243,8 +243,21 @@ def test_a_follower_sees_new_memories_and_refuses_writes(tmp_path, db, env, mode
             for args in (("add", "written on the follower"), ("rm", "1"), ("tag", "1", "+x")):
                 proc = run_cli(follower, env, *args)
                 assert proc.returncode == 5 and proc.stderr.count("\n") == 1 and "follower" in proc.stderr, proc.stderr
+            recalled, refused = anyio.run(_serve_follower, follower, model_path, tmp_path / "serve.log")
+            assert recalled == "Bob owns the billing service"
+            assert "follower" in refused
         assert rep.poll() is None
     assert "written on the follower" not in contents(db)
+
+
+async def _serve_follower(follower: Path, model: Path, log: Path) -> tuple[str, str]:
+    """`magray serve` on a follower: recall works, remember comes back as a one-line tool error."""
+    from test_mcp import call, call_error, serve
+
+    async with serve(follower, model, log) as s:
+        hits = (await call(s, "recall", query="who looks after billing?", k=1))
+        refused = await call_error(s, "remember", {"content": "a memory written on the follower"})
+    return hits["results"][0]["content"], refused
 
 
 def _ltx(replica: Path, env: dict[str, str]) -> list[dict]:
@@ -315,3 +328,24 @@ def test_replica_addresses_and_usage_errors(tmp_path, db, env):
     unit = ok(run_cli(db, env, "replicate", "--print-unit")).stdout
     assert "ExecStart=" in unit and " replicate --sync-interval 1s" in unit and str(db.resolve()) in unit
     assert "[Install]" in unit and "Restart=on-failure" in unit
+
+
+def test_serve_takes_the_scheduled_backup(tmp_path, db, env, model_path):
+    """`backup policy --every`: a running `magray serve` takes a verified backup when none is recent."""
+    from test_mcp import call, serve
+
+    ok(run_cli(db, env, "add", "a memory worth a backup", "--layer", "assets"))
+    assert data(run_cli(db, env, "backup", "policy", "--every", "12h", "--json"))["every_seconds"] == 12 * 3600
+    log = tmp_path / "serve.log"
+
+    async def scenario():
+        async with serve(db, model_path, log) as s:
+            with anyio.fail_after(60):
+                while not list((tmp_path / "backups").glob("memory-2*.db.json")):
+                    await anyio.sleep(0.05)
+            await call(s, "stats")
+
+    anyio.run(scenario)
+    backups = data(run_cli(db, env, "backup", "list", "--json"))
+    assert len(backups) == 1 and backups[0]["verified"] and backups[0]["memories"] == 1
+    assert "scheduled backup" in log.read_text()
