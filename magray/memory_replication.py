@@ -116,13 +116,14 @@ def _restored_and_checked(url: str, folder: Path, at: float | None) -> tuple[Pat
 
 
 def _doctor(path: Path) -> str | None:
-    """The first problem magray's doctor finds in a restored copy, or None (read-only check)."""
+    """The first problem magray's doctor finds in a restored copy (after backup.verify), or None."""
     from contextlib import closing
 
     from . import health
 
     with closing(backup_mod._open_readonly(path)) as conn:
-        _, findings, _ = health.diagnose(conn)
+        # backup.verify has just run integrity_check on this copy; the rest is the doctor's own.
+        _, findings, _ = health.diagnose(conn, integrity=False)
     return findings[0].message if findings else None
 
 
