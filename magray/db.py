@@ -98,12 +98,11 @@ def _create_private_file(path: Path) -> None:
 def _apply_pragmas(conn: apsw.Connection, profile: str) -> None:
     # WAL: readers never block the writer and a crash never leaves a half-written page visible.
     # (Asked first: setting it on a file already in WAL mode would still take a lock.)
+    # A file opened read-only (a follower, whose journal mode Litestream owns) is left as it is.
     mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-    if conn.readonly("main"):
-        return  # a follower: Litestream owns its journal mode; nothing here is written
-    if mode.lower() != "wal":
+    if mode.lower() != "wal" and not conn.readonly("main"):
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if mode.lower() != "wal":
+    if mode.lower() != "wal" and not conn.readonly("main"):
         raise StoreError(f"cannot switch the memory file to WAL mode (got {mode})")
     # FULL fsyncs the WAL on every commit (power-safe); NORMAL only at checkpoints (crash-safe).
     conn.execute(f"PRAGMA synchronous={DURABILITY[profile].synchronous}")
