@@ -355,7 +355,14 @@ def restore_copy(url: str, out: Path, *, at: float | None = None, txid: int | No
         first = min((_epoch(f["timestamp"]) or 0.0) for f in files)
         if at < first - 1:
             raise NotFound(f"the replica {url} holds nothing as old as {iso(at)} (its oldest is {iso(first)})")
-        args += ["-timestamp", _rfc3339(at)]
+        last_txid, last = newest(files)
+        if at >= (_epoch(last) or 0.0) + 1:
+            # Nothing reached the replica after `at` (listings are stamped to the second): its state
+            # then is the newest one listed. Litestream refuses a time past its newest file, and
+            # naming the transaction leaves out anything that arrives meanwhile.
+            args += ["-txid", f"{last_txid:016x}"]
+        else:
+            args += ["-timestamp", _rfc3339(at)]
     out_text = run_litestream([*args, url], what=f"restoring from {url}")
     with contextlib.suppress(OSError):
         out.chmod(0o600)

@@ -13,6 +13,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -105,6 +106,13 @@ def test_folder_replica_end_to_end(tmp_path, db, env, model_path):
     assert contents(copy) == contents(db) == set(texts) | {"a memory from before replication"}
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600
     assert data(run_cli(copy, env, "replica", "show", "--json"))["url"] is None  # a copy is a file of its own
+    # A time after the replica's last change (an idle memory): its newest state, not an error.
+    newest = max(datetime.fromisoformat(f["timestamp"].replace("Z", "+00:00")).timestamp()
+                 for f in _ltx(replica, env))
+    wait_for(lambda: time.time() >= newest + 1, "a second after the replica's last change", every=0.01)
+    idle = tmp_path / "idle.db"
+    ok(run_cli(db, env, "restore", "--from-replica", "--at", "0s", "--to", str(idle)))
+    assert contents(idle) == contents(db)
     # On a new machine: a named replica into a new file opens no memory file at all.
     absent, fresh = tmp_path / "machine-b" / "memory.db", tmp_path / "machine-b" / "restored.db"
     ok(run_cli(absent, env, "restore", "--from-replica", str(replica), "--to", str(fresh)))
@@ -130,7 +138,9 @@ def test_restore_at_a_time_holds_exactly_the_first_batch(tmp_path, db, env, mode
             wait_for(lambda: set(batch_a) <= replica_contents(url, env), "the replica to hold batch A")
             # Litestream stamps each transaction after reading it from the WAL: A is stamped
             # before this moment, anything committed after it later.
-            at = rfc3339(datetime.now(timezone.utc).timestamp())
+            at = rfc3339(now := datetime.now(timezone.utc).timestamp())
+            # Listings and S3 stamp files to the second: B must reach the replica in a later one.
+            wait_for(lambda: int(time.time()) > int(now), "the next second", every=0.01)
             add_all(db, model_path, batch_b)
             wait_for(lambda: set(batch_a + batch_b) <= replica_contents(url, env), "the replica to hold batch B")
             copy = tmp_path / "at.db"
@@ -192,8 +202,11 @@ def test_a_restore_killed_midway_leaves_the_live_file_untouched(tmp_path, db, en
     with running(replicate(db, env)):
         add_all(db, model_path, batch_a)
         wait_for(lambda: set(batch_a) <= replica_contents(replica.as_uri(), env), "the replica to hold batch A")
-        at = rfc3339(datetime.now(timezone.utc).timestamp())
+        at = rfc3339(now := datetime.now(timezone.utc).timestamp())
+        wait_for(lambda: int(time.time()) > int(now), "the next second", every=0.01)
         add_all(db, model_path, ["later: the garage code changed again"])
+        wait_for(lambda: "later: the garage code changed again" in replica_contents(replica.as_uri(), env),
+                 "the replica to hold the later memory")
     before = content_digest(db)
     proc = subprocess.Popen([sys.executable, "-m", "magray", "--db", str(db), "restore", "--from-replica", "--at", at],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
