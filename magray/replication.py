@@ -322,15 +322,15 @@ def status(db_path: Path, url: str, now: float) -> ReplicaStatus:
     updated_at = _epoch(updated)
     last_write = _last_write(db_path)
     behind = max(local_txid - txid, 0)
-    # Litestream stamps each transaction with the second it was copied: a write in the same
-    # second as the replica's newest transaction counts as caught up unless txids say otherwise.
     lag = 0.0
-    if updated_at is None:
-        lag = max(now - last_write, 0.0) if last_write else 0.0
-    elif behind or last_write >= updated_at + 1:
-        lag = max(now - max(last_write if not behind else updated_at, updated_at), 0.0)
+    if updated_at is None:  # nothing on the replica yet
+        lag = now - last_write if last_write else 0.0
+    elif behind:  # Litestream has taken transactions the replica does not hold yet
+        lag = now - updated_at
+    elif last_write >= updated_at + 1:  # a write Litestream has not taken yet (stamps are to the second)
+        lag = now - last_write
     return ReplicaStatus(url=url, txid=txid, updated=updated, local_txid=local_txid, behind_txids=behind,
-                         lag_seconds=round(lag, 3), snapshots=sum(f["level"] == SNAPSHOT_LEVEL for f in files),
+                         lag_seconds=round(max(lag, 0.0), 3), snapshots=sum(f["level"] == SNAPSHOT_LEVEL for f in files),
                          files=len(files), running=replicator_running(db_path),
                          config=str(config_file(db_path)))
 
