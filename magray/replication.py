@@ -236,6 +236,8 @@ def systemd_unit(db_path: Path, magray_command: list[str], sync_interval: str) -
         "After=network-online.target\n\n"
         "[Service]\n"
         f"ExecStart={command}\n"
+        "# Credentials for an S3 or SFTP replica (AWS_ACCESS_KEY_ID=..., AWS_SECRET_ACCESS_KEY=...), 0600:\n"
+        "EnvironmentFile=-%h/.config/magray/replica.env\n"
         "Restart=on-failure\n"
         "RestartSec=5\n"
         "KillSignal=SIGTERM\n\n"
