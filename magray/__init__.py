@@ -21,12 +21,13 @@ _EXPORTS = {
     "Filters": "types", "MemoryRecord": "types", "SearchHit": "types", "AddResult": "types", "Status": "types",
     "MagrayError": "errors", "InvalidInput": "errors", "NotFound": "errors", "StoreError": "errors",
     "SchemaTooNew": "errors", "ModelError": "errors", "ModelMismatch": "errors", "Busy": "errors",
+    "ReplicaError": "errors",
 }
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
     from .errors import (Busy, InvalidInput, MagrayError, ModelError, ModelMismatch, NotFound,
-                         SchemaTooNew, StoreError)
+                         ReplicaError, SchemaTooNew, StoreError)
     from .memory import Memory
     from .types import AddResult, Filters, MemoryRecord, SearchHit, Status
 

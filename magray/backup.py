@@ -448,6 +448,40 @@ def set_policy(mem: Memory, keep_last: int | None, keep_daily: int | None,
     return policy
 
 
+EVERY_KEY = "backup_every"
+
+
+def get_every(conn: apsw.Connection) -> float | None:
+    """Seconds between the scheduled backups that `magray replicate` and `magray serve` take."""
+    return binding_mod.get_setting(conn, EVERY_KEY)
+
+
+def set_every(mem: Memory, seconds: float) -> float | None:
+    from .db import write_transaction
+
+    if seconds < 0:
+        raise InvalidInput("--every must be a span like 1d or 12h (0 turns scheduled backups off)")
+    with write_transaction(mem.connection):
+        binding_mod.set_setting(mem.connection, EVERY_KEY, seconds or None)
+    return seconds or None
+
+
+def scheduled(mem: Memory) -> BackupReport | None:
+    """The scheduled backup: when `every` is set and the newest backup in the default folder is
+    older than that (or there is none), take a verified one, then prune by the stored policy."""
+    every = get_every(mem.connection)
+    if not every:
+        return None
+    folder = default_dir(mem.path)
+    made = [b["created_at"] for b in list_backups(folder) if b["kind"] == "backup" and b["created_at"]]
+    if made and mem.now() - max(made) < every:
+        return None
+    report = create(mem)
+    prune(folder, get_policy(mem.connection))
+    log.info("scheduled backup %s (%d memories)", report.path, report.memories)
+    return report
+
+
 def select_kept(backups: list[dict[str, Any]], policy: dict[str, int | None]) -> set[str]:
     """Files kept by a policy (backups newest first): the newest `keep_last`, the newest of each of
     the last `keep_daily` days and `keep_weekly` ISO weeks that have backups (UTC). The newest

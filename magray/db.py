@@ -22,21 +22,29 @@ WRITE_RETRIES = 5
 
 
 def open_connection(path: Path, *, profile: str = "safe", create: bool = True,
-                    check: Callable[[apsw.Connection], object] | None = None) -> apsw.Connection:
+                    check: Callable[[apsw.Connection], object] | None = None,
+                    read_only: bool = False) -> apsw.Connection:
     """Open (and with `create`, make) the memory file, with sqlite-vec loaded and PRAGMAs set.
-    `check` runs before anything is written to the file (e.g. refusing a newer schema)."""
+    `check` runs before anything is written to the file (e.g. refusing a newer schema).
+    `read_only` opens it for reading only (a follower that Litestream keeps up to date)."""
     path = Path(path)
     if path.is_dir():
         raise StoreError(f"{path} is a directory, not a memory file")
     if path.exists() and not path.is_file():
         raise StoreError(f"{path} is {_kind_of(path)}, not a memory file: name a regular file")
     if not path.exists():
-        if not create:
+        if not create or read_only:
             raise NotFound(f"no memory file at {path} (run `magray init`)")
         _create_private_file(path)
     flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI
+    name = str(path)
+    if read_only:
+        from urllib.parse import quote
+
+        flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+        name = f"file:{quote(str(path.resolve()))}?mode=ro"
     with translate_errors(path):
-        conn = apsw.Connection(str(path), flags=flags)
+        conn = apsw.Connection(name, flags=flags)
         conn.setbusytimeout(BUSY_TIMEOUT_MS)
         load_sqlite_vec(conn)
         try:
@@ -104,8 +112,9 @@ def _create_private_file(path: Path) -> None:
 def _apply_pragmas(conn: apsw.Connection, profile: str) -> None:
     # WAL: readers never block the writer and a crash never leaves a half-written page visible.
     # (Asked first: setting it on a file already in WAL mode would still take a lock.)
+    # A file opened read-only (a follower, whose journal mode Litestream owns) is left as it is.
     mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-    if mode.lower() != "wal":
+    if mode.lower() != "wal" and not conn.readonly("main"):
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode.lower() != "wal" and not conn.readonly("main"):
         raise StoreError(f"cannot switch the memory file to WAL mode (got {mode})")
@@ -124,6 +133,8 @@ def write_transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
     """One short write transaction: BEGIN IMMEDIATE (take the write lock up front, so that it
     cannot fail half-way with SQLITE_BUSY), bounded retry, commit or roll back. A file that cannot
     be written (read-only, disk full, I/O error) gives a one-line StoreError, after the rollback."""
+    if conn.readonly("main") and is_follower(Path(conn.filename)):
+        raise StoreError(f"{conn.filename} is a read-only follower of a replica: write on the primary")
     with translate_errors(conn.filename):
         for attempt in range(WRITE_RETRIES + 1):
             try:
@@ -140,6 +151,15 @@ def write_transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
             if not conn.getautocommit():
                 conn.execute("ROLLBACK")
             raise
+
+
+# Litestream's follow mode keeps this file beside the copy it updates (the last transaction applied).
+FOLLOWER_SUFFIX = "-txid"
+
+
+def is_follower(path: Path) -> bool:
+    """A file that `litestream restore -f` (`magray follow`) keeps up to date from a replica."""
+    return Path(str(path) + FOLLOWER_SUFFIX).is_file()
 
 
 @contextmanager

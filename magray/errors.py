@@ -31,3 +31,7 @@ class ModelMismatch(ModelError):
 
 class Busy(StoreError):
     """Another process held the write lock for longer than the retry budget."""
+
+
+class ReplicaError(MagrayError):
+    """The replica cannot be reached or read, or Litestream failed (or is not installed)."""

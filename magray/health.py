@@ -125,13 +125,14 @@ def run(conn: apsw.Connection, path: Path | str, *, repair: bool, load_embedder:
 # -- checks ------------------------------------------------------------------------------------
 
 
-def diagnose(conn: apsw.Connection, chunker: Callable[[str], list[str] | None] | None = None
-             ) -> tuple[list[str], list[Finding], dict[str, int]]:
+def diagnose(conn: apsw.Connection, chunker: Callable[[str], list[str] | None] | None = None, *,
+             integrity: bool = True) -> tuple[list[str], list[Finding], dict[str, int]]:
     """(checks run, problems found, row counts). Reads only, apart from FTS5's integrity-check
     command, which is written as an INSERT but changes nothing. `chunker` (text -> its chunk
-    hashes) lets the vectors of memories of several chunks be checked against their content."""
-    checks = ["integrity"]
-    problem = _integrity(conn)
+    hashes) lets the vectors of memories of several chunks be checked against their content;
+    `integrity=False` skips SQLite's integrity_check, for a caller that has just run it."""
+    checks = ["integrity"] if integrity else []
+    problem = _integrity(conn) if integrity else None
     if problem is not None:
         # Nothing else can be trusted on a damaged file: stop before reading it further.
         return checks, [problem], {}

@@ -226,9 +226,10 @@ def activity_by_day(conn: apsw.Connection, days: int) -> list[tuple[str, str, in
         (f"-{int(days)} days",)).fetchall()
 
 
-def optimize(conn: apsw.Connection, vacuum: bool) -> None:
-    """Merge FTS5 segments, refresh planner statistics, fold the WAL back into the file, and
-    optionally VACUUM. Each step is safe while other processes use the file."""
+def optimize(conn: apsw.Connection, vacuum: bool, checkpoint: str = "TRUNCATE") -> None:
+    """Merge FTS5 segments, refresh planner statistics, fold the WAL back into the file (with the
+    `checkpoint` mode: PASSIVE while the file is replicated), and optionally VACUUM. Each step is
+    safe while other processes use the file."""
     from .db import write_transaction
 
     with write_transaction(conn):
@@ -236,4 +237,6 @@ def optimize(conn: apsw.Connection, vacuum: bool) -> None:
     conn.execute("PRAGMA optimize")
     if vacuum:
         conn.execute("VACUUM")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    if checkpoint not in ("PASSIVE", "TRUNCATE"):
+        raise ValueError(checkpoint)
+    conn.execute(f"PRAGMA wal_checkpoint({checkpoint})").fetchall()

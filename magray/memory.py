@@ -15,13 +15,14 @@ from typing import Any
 import apsw
 
 from . import binding as binding_mod
-from . import health, lifecycle, reconcile, records, schema, search as search_mod, timephrases, vectors
+from . import health, lifecycle, reconcile, records, replication, schema, search as search_mod, timephrases, vectors
 from .config import DURABILITY, LAYERS, WRITE_BATCH, PROFILES, default_db_path, default_profile, load_rules
-from .db import open_connection, read_snapshot, translate_errors, write_transaction
+from .db import is_follower, open_connection, read_snapshot, translate_errors, write_transaction
 from .embed import cache
 from .memory_archive import ArchiveMixin
 from .memory_lifecycle import LifecycleMixin
 from .memory_models import ModelsMixin
+from .memory_replication import ReplicationMixin, follow as _follow, restore_replica_copy as _restore_replica_copy
 from .errors import InvalidInput, MagrayError, ModelMismatch, StoreError
 from .types import AddResult, Filters, MemoryRecord, SearchHit, Status
 
@@ -43,7 +44,7 @@ class _Prepared:
     kept: dict[str, Any] | None = None
 
 
-class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
+class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin, ReplicationMixin):
     """One memory file. Open with `Memory.open(path)`; use as a context manager to close it."""
 
     def __init__(self, conn: apsw.Connection, path: Path, *, profile: str, model: str | None,
@@ -60,6 +61,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         self._shares_model = False  # the embedder belongs to the Memory this one came from
         self.rules = load_rules()
         self.timezone = timephrases.zone()
+        # A follower (`magray follow`): Litestream writes it, magray only reads it.
+        self.read_only = conn.readonly("main")
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -76,11 +79,17 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         profile = profile or default_profile()
         if profile not in PROFILES:
             raise InvalidInput(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
-        conn = open_connection(path, profile=profile, create=create,
+        follower = is_follower(path)
+        conn = open_connection(path, profile=profile, create=create, read_only=follower,
                                check=lambda c: schema.check_version(c, path))
         try:
             with translate_errors(path):
-                schema.migrate(conn, path)
+                if follower:
+                    _check_follower_schema(conn, path)
+                else:
+                    schema.migrate(conn, path)
+                    if replication.is_replicated(conn):
+                        conn.execute(f"PRAGMA journal_size_limit={replication.JOURNAL_SIZE_LIMIT}")
             # The rules are read (and checked) here: a bad config.toml must not leak the connection.
             memory = cls(conn, path, profile=profile, model=model or os.environ.get("MAGRAY_MODEL"),
                          device=device, clock=clock or time.time)
@@ -94,13 +103,19 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         """A second connection to the same file that shares this one's loaded model, for a server
         that runs calls in several threads at once (one connection per thread at a time; the model
         embeds for one of them at a time). Close it before this one."""
-        conn = open_connection(self.path, profile=self.profile, create=False,
+        conn = open_connection(self.path, profile=self.profile, create=False, read_only=self.read_only,
                                check=lambda c: schema.check_version(c, self.path))
         other = type(self)(conn, self.path, profile=self.profile, model=self._model_request,
                            device=self._device, clock=self._clock)
+        other.timezone = self.timezone
         if self._embedder is not None:
             other._embedder, other._binding, other._shares_model = self._embedder, self._binding, True
         return other
+
+    # `Memory.follow(url, to, stop)`: keep a read-only copy of a replica (see memory_replication).
+    follow = staticmethod(_follow)
+    # `Memory.restore_replica_copy(url, to, at=...)`: a replica's state into a new file, no file open.
+    restore_replica_copy = staticmethod(_restore_replica_copy)
 
     def close(self) -> None:
         if self._embedder is not None:
@@ -133,7 +148,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         """Finish what plain SQL wrote to the file since this process last looked (reconcile.py):
         called before every read and write; one indexed lookup when nothing is queued. A failure
         leaves the work queued (`status` shows it) rather than failing the caller's command."""
-        if self._reconciling or self._conn is None or not reconcile.has_work(self._conn):
+        # A follower is written by Litestream alone: its primary reconciles.
+        if self._reconciling or self._conn is None or self.read_only or not reconcile.has_work(self._conn):
             return
         self._reconciling = True
         try:
@@ -367,7 +383,7 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         self._reconcile()
         now = self.now()
         record = records.get(self._conn, memory_id, now, include_expired=include_expired)
-        if touch:
+        if touch and not self.read_only:
             with self._write():
                 records.record_use(self._conn, [memory_id], now)
             record = records.get(self._conn, memory_id, now, include_expired=True)
@@ -442,6 +458,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
 
     def _after_search(self, hits: list[SearchHit], embedded: list, now: float, touch: bool) -> None:
         """Count the hits as used and the search in the counters, and keep the query vectors."""
+        if self.read_only:  # a follower: uses are counted on the primary only
+            return
         try:
             with self._write():
                 if touch and hits:
@@ -493,13 +511,17 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
     def checkpoint(self, mode: str = "PASSIVE") -> dict[str, int]:
         """Copy the WAL back into the file. PASSIVE never waits for other processes; TRUNCATE waits
         (up to the busy timeout) for their readers and writers, then empties the WAL file.
-        Long-running processes call this so that the WAL does not grow while they hold the file."""
+        Long-running processes call this so that the WAL does not grow while they hold the file.
+        While the file is replicated every mode runs as PASSIVE: Litestream holds a read
+        transaction, so any other mode would wait its whole busy timeout and stall every writer."""
         mode = mode.upper() if isinstance(mode, str) else mode
         if mode not in CHECKPOINT_MODES:
             raise InvalidInput(f"unknown checkpoint mode {mode!r}: use {', '.join(CHECKPOINT_MODES)}")
         with translate_errors(self.path):
+            if mode != "PASSIVE" and replication.is_replicated(self._conn):
+                mode = "PASSIVE"
             busy, log_frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-        return {"busy": busy, "log_frames": log_frames, "checkpointed_frames": done}
+        return {"mode": mode, "busy": busy, "log_frames": log_frames, "checkpointed_frames": done}
 
     def doctor(self, *, repair: bool = False, progress: Progress | None = None) -> health.Report:
         """Check the file (SQLite integrity, FTS index and vectors against the memories); with
@@ -508,3 +530,11 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin):
         with translate_errors(self.path):
             return health.run(self._conn, self.path, repair=repair, load_embedder=self._load_embedder,
                               now=self.now, progress=progress)
+
+
+def _check_follower_schema(conn: apsw.Connection, path: Path) -> None:
+    """A follower cannot be migrated (Litestream writes it): its schema must be this magray's."""
+    version, latest = schema.current_version(conn), schema.latest_version()
+    if version < latest:
+        raise StoreError(f"{path} is a read-only follower at schema version {version}; this magray needs "
+                         f"{latest}: upgrade magray on the primary first (it migrates the file)")

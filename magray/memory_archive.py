@@ -48,13 +48,18 @@ class ArchiveMixin:
         return backup_mod.list_backups(Path(folder) if folder else backup_mod.default_dir(self.path))
 
     def backup_policy(self: Memory, *, keep_last: int | None = None, keep_daily: int | None = None,
-                      keep_weekly: int | None = None) -> dict[str, int | None]:
-        """The rotation policy stored in this file, after changing the values given."""
+                      keep_weekly: int | None = None, every: float | None = None) -> dict[str, Any]:
+        """The rotation policy stored in this file, after changing the values given, and `every`:
+        the seconds between the backups that a long-running `magray replicate` or `magray serve`
+        takes on its own (0 turns them off)."""
         changes = {k: v for k, v in (("keep_last", keep_last), ("keep_daily", keep_daily),
                                      ("keep_weekly", keep_weekly)) if v is not None}
+        if every is not None:
+            backup_mod.set_every(self, every)
+        policy = backup_mod.get_policy(self._conn)
         if changes:
-            return backup_mod.set_policy(self, **(backup_mod.get_policy(self._conn) | changes))
-        return backup_mod.get_policy(self._conn)
+            policy = backup_mod.set_policy(self, **(policy | changes))
+        return policy | {"every_seconds": backup_mod.get_every(self._conn)}
 
     def prune_backups(self: Memory, folder: str | os.PathLike | None = None, *, keep_last: int | None = None,
                       keep_daily: int | None = None, keep_weekly: int | None = None,

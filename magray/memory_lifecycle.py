@@ -120,7 +120,9 @@ class LifecycleMixin:
     def optimize(self: Memory, *, vacuum: bool = False) -> dict[str, int]:
         """FTS optimize, planner statistics, WAL checkpoint (and VACUUM): sizes before and after."""
         before = self._file_bytes()
-        lifecycle.optimize(self._conn, vacuum)
+        from .replication import is_replicated
+
+        lifecycle.optimize(self._conn, vacuum, "PASSIVE" if is_replicated(self._conn) else "TRUNCATE")
         return {"bytes_before": before, "bytes_after": self._file_bytes()}
 
     def _file_bytes(self: Memory) -> int:

@@ -104,6 +104,11 @@ class ModelsMixin:
             known = binding_mod.model_by_sha(self._conn, models.verify(path, None))
             if known is not None and Path(known.path) == path:
                 return known  # registered already: no write on every open
+            if known is not None and self.read_only:
+                # A follower on another machine: the same model, found at this machine's path.
+                import dataclasses
+
+                return dataclasses.replace(known, path=str(path))
             return self.add_model(request)
         raise ModelError(f"no model named {request!r} and no such GGUF file")
 

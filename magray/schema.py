@@ -101,10 +101,13 @@ def migrate(conn: apsw.Connection, path: Path | str = "memory file") -> int:
 
 def dump_schema(conn: apsw.Connection) -> list[tuple]:
     """Every schema object, for comparing two files: tables by their columns and foreign keys (an
-    ALTER TABLE rewrites a table's SQL text differently from a fresh CREATE), the rest by SQL."""
+    ALTER TABLE rewrites a table's SQL text differently from a fresh CREATE), the rest by SQL.
+    Litestream's own tables in a replicated file (`_litestream_seq`, `_litestream_lock`) are not
+    part of magray's schema."""
     objects = conn.execute(
         "SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE sql IS NOT NULL "
-        "AND name NOT LIKE 'sqlite_%' ORDER BY type, name").fetchall()
+        "AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '\\_litestream\\_%' ESCAPE '\\' "
+        "ORDER BY type, name").fetchall()
     out: list[tuple] = []
     for kind, name, table, sql in objects:
         if kind == "table" and not sql.upper().startswith("CREATE VIRTUAL"):

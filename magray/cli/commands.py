@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -281,8 +284,11 @@ def cmd_backup(mem: Memory, args: argparse.Namespace) -> Any:
     if action == "list":
         return mem.list_backups(args.dir)
     policy = {"keep_last": args.keep, "keep_daily": args.keep_daily, "keep_weekly": args.keep_weekly}
+    if args.every is not None and action != "policy":
+        raise InvalidInput("--every goes with `magray backup policy`")
     if action == "policy":
-        return mem.backup_policy(**policy)
+        every = None if args.every is None else (0.0 if args.every.strip() in ("0", "off") else parse_duration(args.every))
+        return mem.backup_policy(**policy, every=every)
     if action == "prune":
         return mem.prune_backups(args.dir, **policy, dry_run=args.dry_run)
     report = mem.backup(args.action_or_dest, force=args.force, progress=progress_bar("backing up", None, unit="page")).to_dict()
@@ -291,8 +297,63 @@ def cmd_backup(mem: Memory, args: argparse.Namespace) -> Any:
     return report
 
 
-def cmd_restore(mem: Memory, args: argparse.Namespace) -> Any:
+def cmd_restore(mem: Memory | None, args: argparse.Namespace) -> Any:
+    if args.from_replica is not None:
+        if args.file:
+            raise InvalidInput("give a backup FILE or --from-replica, not both")
+        at = parse_when(args.at, time.time()) if args.at else None
+        if mem is None:  # a named replica into a new file: the memory file is not opened at all
+            return Memory.restore_replica_copy(args.from_replica, args.to, at=at)
+        return mem.restore_from_replica(args.from_replica or None, at=at, to=args.to,
+                                        progress=progress_bar("restoring", None, unit="page"))
+    if args.at or args.to:
+        raise InvalidInput("--at and --to go with --from-replica")
+    if not args.file:
+        raise InvalidInput("name the backup to restore, or use --from-replica")
     return mem.restore(args.file, progress=progress_bar("restoring", None, unit="page")).to_dict()
+
+
+def cmd_replica(mem: Memory, args: argparse.Namespace) -> Any:
+    if args.action == "set":
+        if not args.url:
+            raise InvalidInput("name the replica: magray replica set URL (a folder, s3://, sftp://...)")
+        return mem.set_replica(args.url)
+    if args.url and args.action != "status":
+        raise InvalidInput(f"unexpected argument {args.url!r}")
+    if args.action == "unset":
+        return mem.set_replica(None)
+    if args.action == "status":
+        return mem.replica_status(args.url).to_dict()
+    return mem.replica()
+
+
+def _stop_event() -> threading.Event:
+    """Set by SIGTERM or SIGINT, so that a long-running command stops its child cleanly."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def cmd_replicate(mem: Memory, args: argparse.Namespace) -> Any:
+    if args.print_unit:
+        return RawText(mem.replication_unit([sys.executable, "-m", "magray"], args.sync_interval))
+    stop = _stop_event()
+    sys.stderr.write(f"magray: replicating {mem.path} (stop with Ctrl-C or SIGTERM)\n")
+    code = mem.replicate(stop, sync_interval=args.sync_interval, log_to=sys.stderr)
+    return {"stopped": True, "litestream_exit_code": code}
+
+
+def cmd_follow(mem: None, args: argparse.Namespace) -> Any:
+    stop = _stop_event()
+
+    def ready(info: dict[str, Any]) -> None:
+        how = "resuming" if info["resumed"] else "restored; following"
+        sys.stderr.write(f"magray: {info['path']}: {how} {args.url} (read-only; stop with Ctrl-C)\n")
+        sys.stderr.flush()
+
+    code = Memory.follow(args.url, args.to, stop, interval=args.interval, log_to=sys.stderr, on_ready=ready)
+    return {"stopped": True, "litestream_exit_code": code}
 
 
 def cmd_export(mem: Memory, args: argparse.Namespace) -> Any:
@@ -320,9 +381,19 @@ HANDLERS: dict[str, Callable[[Memory, argparse.Namespace], Any]] = {
     "optimize": cmd_optimize, "sessions": cmd_sessions, "projects": cmd_projects,
     "forget": cmd_forget, "config": cmd_config, "serve": cmd_serve, "doctor": cmd_doctor,
     "backup": cmd_backup, "restore": cmd_restore, "export": cmd_export, "import": cmd_import,
+    "replica": cmd_replica, "replicate": cmd_replicate, "follow": cmd_follow,
 }
 # Commands that do not open the memory file at all.
-WITHOUT_FILE = frozenset({"config"})
+WITHOUT_FILE = frozenset({"config", "follow"})
+
+
+def without_file(args: argparse.Namespace) -> bool:
+    """Whether this command runs without opening the memory file."""
+    if args.command == "restore":
+        return bool(getattr(args, "from_replica", None) and getattr(args, "to", None))
+    return args.command in WITHOUT_FILE
+
+
 # Commands that may create the memory file; the others refuse a missing file.
 CREATES_FILE = frozenset({"init", "add", "model", "serve", "restore", "import"})
 

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
         commands.set_progress(not args.json)
         handler = commands.HANDLERS[command]
-        if command in commands.WITHOUT_FILE:
+        if commands.without_file(args):
             result = handler(None, args)
             _render(command, result, args)
         else:

@@ -277,10 +277,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-weekly", type=int, metavar="W", help="prune/policy: keep the newest backup of each of the last W weeks")
     p.add_argument("--dry-run", action="store_true", help="prune: only say what would be removed")
     p.add_argument("--force", action="store_true", help="replace DEST if it is an existing file (never the memory file)")
+    p.add_argument("--every", metavar="SPAN",
+                   help="policy: a running `magray replicate` or `magray serve` takes a verified backup "
+                        "whenever the newest is older than this (1d, 12h; 0 = never), then prunes")
 
-    p = _sub(subs, "restore", "replace the memory file's content with a verified backup (a safety copy is kept)",
-             "  magray restore backups/memory-20260501T120000Z.db\n", common)
-    p.add_argument("file", metavar="FILE", help="a backup, or any copy of a memory file")
+    p = _sub(subs, "restore", "replace the memory file's content with a verified backup or a replica's state "
+             "(a safety copy is kept)",
+             "  magray restore backups/memory-20260501T120000Z.db\n"
+             "  magray restore --from-replica                       # the configured replica, newest state\n"
+             '  magray restore --from-replica --at "10 minutes ago"\n'
+             '  magray restore --from-replica s3://bucket/memory --at "2026-11-28 14:00" --to copy.db\n', common)
+    p.add_argument("file", metavar="FILE", nargs="?", help="a backup, or any copy of a memory file")
+    p.add_argument("--from-replica", nargs="?", const="", metavar="URL",
+                   help="restore from the replica (default: the one set with `magray replica set`)")
+    p.add_argument("--at", metavar="TIME", help="with --from-replica: the state at this time "
+                   '("10 minutes ago", "2026-11-28 14:00", RFC 3339; default: the newest)')
+    p.add_argument("--to", metavar="PATH", help="with --from-replica: write a new file there and touch nothing else")
+
+    p = _sub(subs, "replica", "where the memory file replicates (Litestream): set, show, status",
+             "  magray replica set ~/Dropbox/magray-replica      # a folder (another disk, a synced folder)\n"
+             "  magray replica set 's3://bucket/memory?endpoint=https://s3.example.org&forcePathStyle=true'\n"
+             "  magray replica set sftp://me@backup-host/srv/magray\n"
+             "  magray replica show\n  magray replica status --json\n"
+             "credentials come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...), never the file\n",
+             common)
+    p.add_argument("action", choices=("set", "show", "status", "unset"))
+    p.add_argument("url", nargs="?", metavar="URL", help="set: a folder, file://, s3://, sftp://, gs:// or abs:// URL")
+
+    p = _sub(subs, "replicate", "run Litestream for the memory file in the foreground (restarted if it dies)",
+             "  magray replicate\n  magray replicate --print-unit > ~/.config/systemd/user/magray-replicate.service\n",
+             common)
+    p.add_argument("--sync-interval", default="1s", metavar="DURATION",
+                   help="how often changes are shipped to the replica, in Go syntax (500ms, 1s, 10s; default: 1s)")
+    p.add_argument("--print-unit", action="store_true", help="print a systemd user unit that keeps it running, and exit")
+
+    p = _sub(subs, "follow", "keep a read-only copy of a replica up to date (on another machine)",
+             "  magray follow s3://bucket/memory --to ~/memory-follower.db\n"
+             "  MAGRAY_DB=~/memory-follower.db magray search \"deploy day\"\n", common)
+    p.add_argument("url", metavar="URL", help="the replica: a folder, file://, s3://, sftp://...")
+    p.add_argument("--to", metavar="PATH", required=True, help="the follower file (made if new, resumed otherwise)")
+    p.add_argument("--interval", default="1s", metavar="DURATION", help="how often to look for changes (default: 1s)")
 
     p = _sub(subs, "export", "write every memory to JSONL (optionally with vectors) or Markdown files",
              "  magray export -o memories.jsonl\n  magray export --vectors -o memories.jsonl\n"

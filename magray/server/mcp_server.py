@@ -34,8 +34,11 @@ T = TypeVar("T")
 
 # A PASSIVE checkpoint after this many writing calls keeps the WAL near the size of that many writes.
 CHECKPOINT_EVERY = 64
-# After this many seconds without a writing call, a TRUNCATE checkpoint empties the WAL file.
+# After this many seconds without a writing call, a TRUNCATE checkpoint empties the WAL file (a
+# PASSIVE one while the file is replicated: the facade never lets a TRUNCATE stall Litestream's writers).
 IDLE_CHECKPOINT_S = 30.0
+# How often the server looks whether a scheduled backup (`magray backup policy --every`) is due.
+BACKUP_CHECK_S = 60.0
 MAX_MESSAGE = 300
 
 INSTRUCTIONS = (
@@ -136,9 +139,21 @@ class MemoryServer:
         except MagrayError as exc:  # another process holds the file: the next checkpoint catches up
             log.info("checkpoint %s skipped: %s", mode, exc)
             return
-        log.debug("checkpoint %s: %s", mode, result)
+        log.debug("checkpoint %s (asked %s): %s", result["mode"], mode, result)
         if mode == "TRUNCATE" and not result["busy"]:
             self._dirty = False
+
+    async def _scheduled_backups(self) -> None:
+        """Take the backups of `magray backup policy --every` while serving."""
+        while True:
+            try:
+                report = await self._in_worker(self.memory.backup_if_due)
+            except MagrayError as exc:  # retried at the next check
+                log.warning("scheduled backup failed: %s", exc)
+            else:
+                if report is not None:
+                    log.info("scheduled backup written: %s", report.path)
+            await anyio.sleep(BACKUP_CHECK_S)
 
     async def _idle_checkpoints(self) -> None:
         """Empty the WAL file once no call has written for a while (reads do not delay it)."""
@@ -173,11 +188,13 @@ class MemoryServer:
     async def serve(self, read_stream: Any, write_stream: Any) -> None:
         """Serve one client until it closes the channel, then leave the WAL empty if possible."""
         async with anyio.create_task_group() as tg:
-            if self.idle_checkpoint_s > 0:
+            if self.idle_checkpoint_s > 0 and not self.memory.read_only:
                 tg.start_soon(self._idle_checkpoints)
+            if not self.memory.read_only:
+                tg.start_soon(self._scheduled_backups)
             await self.server.run(read_stream, write_stream, self.server.create_initialization_options())
             tg.cancel_scope.cancel()
-        if self._dirty:
+        if self._dirty and not self.memory.read_only:
             await self._checkpoint("TRUNCATE")
 
     async def serve_stdio(self) -> None:
