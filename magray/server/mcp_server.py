@@ -147,7 +147,7 @@ class MemoryServer:
         """Take the backups of `magray backup policy --every` while serving."""
         while True:
             try:
-                report = await self._in_worker(self.memory.backup_if_due)
+                report = await self._in_worker(lambda mem: mem.backup_if_due())
             except MagrayError as exc:  # retried at the next check
                 log.warning("scheduled backup failed: %s", exc)
             else:
