@@ -64,7 +64,7 @@ def test_markdown_folder_split_by_heading(mem, tmp_path):
     assert report["added"] == 3
     titles = sorted(r.title for r in mem.list())
     assert titles == ["runbook", "runbook / Deploys", "runbook / Rollback"]
-    hit = mem.search("how do I undo a bad release?", k=1)[0].memory
+    hit = mem.search("how do I undo a bad release?", k=1, min_score=0)[0].memory  # the ranking, not the floor
     assert hit.title == "runbook / Rollback"
 
 

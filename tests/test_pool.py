@@ -3,6 +3,7 @@ pool that lends them to worker threads one call at a time."""
 
 from __future__ import annotations
 
+import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,10 +25,18 @@ def test_sibling_connections_share_the_model_across_threads(db_path, model_path)
         siblings = [first.another() for _ in range(3)]
         members = [first, *siblings]
 
+        free: queue.Queue = queue.Queue()
+        for member in members:
+            free.put(member)
+
         def ask(i: int) -> tuple[str, int]:
+            # A connection serves one call at a time (as the pool lends them); the model is shared.
             query = list(QUERIES)[i % len(QUERIES)]
-            mem = members[i % len(members)]
-            return query, mem.search(query, k=1, touch=False)[0].memory.id
+            mem = free.get()
+            try:
+                return query, mem.search(query, k=1, touch=False)[0].memory.id
+            finally:
+                free.put(mem)
 
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(ask, range(32)))

@@ -150,7 +150,15 @@ def test_the_page_searches_edits_forgets_and_keeps_payloads_inert(db_path, model
         message(browser, "forgotten")
         with Memory.open(db_path, create=False) as mem, pytest.raises(NotFound):
             mem.get(ids["dentist"], touch=False)
+        # With "all", weak matches are listed too (without it nothing may pass the relevance floor).
+        browser.find_element(By.ID, "search-all").click()
         assert str(ids["dentist"]) not in [c.get_attribute("data-id") for c in search(browser, "dentist appointment")]
+        browser.find_element(By.ID, "search-all").click()
+        # A question about nothing stored: no card, and the page says so.
+        fill(browser, "q", "Which yoga studio did I sign up with?")
+        browser.find_element(By.ID, "search-button").click()
+        wait(browser, lambda d: "no memory matches" in d.find_element(By.ID, "applied").text)
+        assert browser.find_elements(By.CSS_SELECTOR, "#results .card") == []
 
         # HTML and script in a memory are shown as the characters they are, and never run.
         cards = search(browser, "payload")
