@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 SHARDS = 8
 # Bit-vector candidates re-ranked exactly per query: recall@10 >= 0.95 at 100K MiniLM vectors.
 CANDIDATES = 256
+# The largest k sqlite-vec accepts in one KNN query (SQLITE_VEC_VEC0_K_MAX).
+MAX_K = 4096
 
 
 def table(generation: int) -> str:
@@ -125,7 +127,9 @@ def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filte
     """(chunk_id, memory_id, cosine similarity), best first: a coarse Hamming-distance pass over
     the bit vectors inside sqlite-vec picks about max(k, candidates) chunks (spread over the
     shards), then an exact cosine re-rank of their float vectors keeps the best k. Returns k
-    results whenever k chunks pass the filter."""
+    results whenever k chunks pass the filter; k is at most MAX_K."""
+    if not 0 < k <= MAX_K:
+        raise ValueError(f"k must be from 1 to {MAX_K}, got {k}")
     where, params = _metadata_clause(filters)
     layers = list(filters.layers) if len(filters.layers) > 1 else [None]
     sql = (f"SELECT chunk_id, memory_id, embedding FROM {table(generation)} "
@@ -138,7 +142,7 @@ def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filte
         return conn.execute(sql + " AND layer = :layer",
                             base | {"shard": shard, "k": n, "layer": layer}).fetchall()
 
-    share = -(-max(k, candidates) // SHARDS)
+    share = min(-(-max(k, candidates) // SHARDS), MAX_K)
     found = {(layer, shard): partition(layer, shard, share)
              for layer in layers for shard in range(SHARDS)}
     if share < k and sum(map(len, found.values())) < k:
@@ -151,16 +155,17 @@ def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filte
 
 
 def exact(conn: apsw.Connection, generation: int, query: np.ndarray, memory_ids: list[int],
-          k: int) -> list[tuple[int, int, float]]:
-    """Exact cosine over the chunks of the given memories (for filters selective enough that
-    scanning their vectors beats searching the index)."""
+          k: int | None) -> list[tuple[int, int, float]]:
+    """Exact cosine over the chunks of the given memories, best first (k: how many; None: all),
+    for filters selective enough that scanning their vectors beats searching the index."""
     rows = _rows_for_memories(conn, generation, memory_ids, "v.chunk_id, v.memory_id, v.embedding")
     return _best(rows, query, k)
 
 
 def _best(rows: list[tuple[int, int, bytes]], query: np.ndarray,
-          k: int) -> list[tuple[int, int, float]]:
-    """The k rows whose float vector has the highest cosine with `query` (vectors are unit length)."""
+          k: int | None) -> list[tuple[int, int, float]]:
+    """The k rows (None: all) whose float vector has the highest cosine with `query`, best first
+    (vectors are unit length)."""
     import numpy as np
 
     if not rows:
