@@ -79,6 +79,16 @@ def _rows_for_memories(conn: apsw.Connection, generation: int, memory_ids: list[
         (generation, json.dumps(memory_ids))).fetchall()
 
 
+def vectors_of(conn: apsw.Connection, generation: int, memory_id: int) -> np.ndarray:
+    """The stored vectors of a memory's chunks, in chunk order (float32 rows)."""
+    import numpy as np
+
+    rows = conn.execute(
+        f"SELECT v.embedding FROM chunks AS c JOIN {table(generation)} AS v ON v.chunk_id = c.id "
+        "WHERE c.generation = ? AND c.memory_id = ? ORDER BY c.seq", (generation, memory_id)).fetchall()
+    return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows]) if rows else np.empty((0, 0))
+
+
 def delete_for_memory(conn: apsw.Connection, generation: int, memory_id: int) -> None:
     ids = [r[0] for r in conn.execute(
         "SELECT id FROM chunks WHERE memory_id = ? AND generation = ?", (memory_id, generation))]
