@@ -143,7 +143,9 @@ def probes_for(lists: int) -> int:
 def nearest_lists(current: State | None, query: np.ndarray, scale: int = 1) -> tuple[list[int], bool]:
     """The list keys a query probes: the flat shards, then the nearest lists of each epoch
     (`scale` times the usual number). Also whether that is every list (an exact-by-bits scan)."""
-    keys = list(range(SHARDS))
+    # The flat shards hold vectors only until the first re-filing is done.
+    flat = current is None or not current.epochs or current.refile_upto is not None
+    keys = list(range(SHARDS)) if flat else []
     complete = True
     for epoch in (current.epochs if current else ()):
         n = min(len(epoch.keys), probes_for(len(epoch.keys)) * scale)

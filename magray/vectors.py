@@ -8,6 +8,7 @@ bench/RESULTS.md."""
 from __future__ import annotations
 
 import json
+import weakref
 from typing import TYPE_CHECKING
 
 import apsw
@@ -24,8 +25,10 @@ if TYPE_CHECKING:
 # trained yet, each chunk goes to one of SHARDS partitions (chunk_id % SHARDS) and each shard is
 # asked for its share of the candidates: the same pool for about 1/SHARDS of the cost.
 SHARDS = ann.SHARDS
-# Bit-vector candidates re-ranked exactly per query: recall@10 >= 0.95 at 100K MiniLM vectors.
+# Bit-vector candidates re-ranked exactly per query: 256 up to 100K vectors, then more as the file
+# grows (see default_candidates), at most MAX_CANDIDATES.
 CANDIDATES = 256
+MAX_CANDIDATES = 2048
 # The largest k sqlite-vec accepts in one KNN query (SQLITE_VEC_VEC0_K_MAX).
 MAX_K = 4096
 
@@ -150,8 +153,17 @@ def _metadata_clause(filters: Filters) -> tuple[str, dict]:
     return "".join(f" AND {c}" for c in clauses), params
 
 
+def default_candidates(conn: apsw.Connection) -> int:
+    """How many bit-pass candidates a query re-ranks: CANDIDATES up to 100K vectors, growing as
+    rows^0.6 (1,024 at 1M). The true nearest neighbours sink among the best Hamming matches as
+    the file grows: the best 256 / 1,024 by Hamming distance held 0.94 / 0.99 of the exact top
+    10 at 100K vectors, 0.81 / 0.96 at 1M (question queries, bench/RESULTS.md)."""
+    rows = conn.execute("SELECT coalesce(max(id), 0) FROM chunks").fetchone()[0]
+    return int(min(MAX_CANDIDATES, max(CANDIDATES, CANDIDATES * (rows / 100_000) ** 0.6)))
+
+
 def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filters: Filters,
-        *, candidates: int = CANDIDATES, probe_scale: int = 1) -> list[tuple[int, int, float]]:
+        *, candidates: int | None = None, probe_scale: int = 1) -> list[tuple[int, int, float]]:
     """(chunk_id, memory_id, cosine similarity), best first: a coarse Hamming-distance pass over
     the bit vectors of the nearest ANN lists inside sqlite-vec keeps the best max(k, candidates)
     chunks, then an exact cosine re-rank of their float vectors keeps the best k. Returns k
@@ -164,6 +176,8 @@ def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filte
     sql = (f"SELECT chunk_id, distance FROM {table(generation)} "
            f"WHERE embedding_bits MATCH vec_quantize_binary(:q) AND k = :k AND shard = :shard{where}")
     base = params | {"q": query.astype("<f4").tobytes()}
+    if candidates is None:
+        candidates = default_candidates(conn)
     pool = min(max(k, candidates), MAX_K)
 
     def scan(layer: str | None, shard: int, n: int) -> list[tuple[int, int]]:
@@ -177,7 +191,7 @@ def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filte
     scale = probe_scale
     while True:
         keys, complete = ann.nearest_lists(current, query, scale)
-        lists = len(keys) - SHARDS
+        lists = sum(key >= ann.LIST_BASE for key in keys)
         for shard in keys:
             # Flat shards hold a random share of the vectors, so each is asked for its share of
             # the pool; a list holds the vectors near its centroid, and the nearest ones may hold
@@ -207,19 +221,41 @@ def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filte
     return _best(float_rows(conn, generation, [c for _, c in coarse]), query, k)
 
 
+def _auxiliary(conn: apsw.Connection, generation: int) -> str | None:
+    """sqlite-vec's own table of the auxiliary columns (memory_id, embedding), when it has the
+    expected shape: read directly, a float vector costs ~12 us instead of ~75 us through the
+    virtual table (measured at 100K rows). None: go through the virtual table."""
+    name = f"{table(generation)}_auxiliary"
+    known = _auxiliary_shape.setdefault(conn, {})
+    if name not in known:
+        columns = [r[1] for r in conn.execute(f"PRAGMA table_info({name})")]
+        known[name] = columns == ["rowid", "value00", "value01"]
+    return name if known[name] else None
+
+
+_auxiliary_shape: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def float_rows(conn: apsw.Connection, generation: int, chunk_ids: list[int]) -> list[tuple[int, int, bytes]]:
-    # Driven by json_each, so that sqlite-vec gets one point lookup per chunk.
-    return conn.execute(
-        f"SELECT v.chunk_id, v.memory_id, v.embedding FROM json_each(?) AS j "
-        f"JOIN {table(generation)} AS v ON v.chunk_id = j.value", (json.dumps(chunk_ids),)).fetchall()
+    """(chunk_id, memory_id, float32 vector bytes) of the given chunks (those that exist)."""
+    auxiliary = _auxiliary(conn, generation)
+    if auxiliary is not None:
+        sql = (f"SELECT a.rowid, a.value00, a.value01 FROM json_each(?) AS j "
+               f"JOIN {auxiliary} AS a ON a.rowid = j.value")
+    else:  # driven by json_each, so that sqlite-vec gets one point lookup per chunk
+        sql = (f"SELECT v.chunk_id, v.memory_id, v.embedding FROM json_each(?) AS j "
+               f"JOIN {table(generation)} AS v ON v.chunk_id = j.value")
+    return conn.execute(sql, (json.dumps(chunk_ids),)).fetchall()
 
 
 def exact(conn: apsw.Connection, generation: int, query: np.ndarray, memory_ids: list[int],
           k: int | None) -> list[tuple[int, int, float]]:
     """Exact cosine over the chunks of the given memories, best first (k: how many; None: all),
     for filters selective enough that scanning their vectors beats searching the index."""
-    rows = _rows_for_memories(conn, generation, memory_ids, "v.chunk_id, v.memory_id, v.embedding")
-    return _best(rows, query, k)
+    chunk_ids = [r[0] for r in conn.execute(
+        "SELECT id FROM chunks WHERE generation = ? AND memory_id IN (SELECT value FROM json_each(?))",
+        (generation, json.dumps(memory_ids)))]
+    return _best(float_rows(conn, generation, chunk_ids), query, k)
 
 
 def _best(rows: list[tuple[int, int, bytes]], query: np.ndarray,
