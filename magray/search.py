@@ -216,6 +216,11 @@ def vector_candidates(conn: apsw.Connection, generation: int, query_vec, filters
     if filters.tags:
         # Tags are not in the vector index: score every chunk of the memories that carry them.
         return _exact_candidates(conn, generation, query_vec, filters, now, limit)
+    few = _few_ids(conn, filters, now)
+    if few is not None:
+        # A selective scope: scoring its memories' chunks directly is exact and cheaper than
+        # probing the index until enough of them turn up.
+        return _best_per_memory(vectors.exact(conn, generation, query_vec, few, None), limit)
     # Twice the memories asked for, in chunks: a long memory may fill several places.
     k = min(limit * 2, vectors.MAX_K)
     while True:
@@ -231,6 +236,20 @@ def vector_candidates(conn: apsw.Connection, generation: int, query_vec, filters
             return _exact_candidates(conn, generation, query_vec, filters, now, limit)
         # Chunks of hidden memories or of a long memory crowd the list: widen and try again.
         k = min(k * 4, vectors.MAX_K)
+
+
+# A project or session filter admitting at most this many memories is searched exactly.
+EXACT_SCOPE = 1000
+
+
+def _few_ids(conn: apsw.Connection, filters: Filters, now: float) -> list[int] | None:
+    """The memories a project or session filter admits, when there are at most EXACT_SCOPE of
+    them (an indexed lookup that stops there); else None."""
+    if filters.project is None and filters.session is None:
+        return None
+    sql = ("SELECT m.id FROM memories AS m WHERE " + records.query("filter") + " LIMIT :most")
+    ids = [r[0] for r in conn.execute(sql, records.filter_params(filters, now) | {"most": EXACT_SCOPE + 1})]
+    return ids if len(ids) <= EXACT_SCOPE else None
 
 
 def _exact_candidates(conn: apsw.Connection, generation: int, query_vec, filters: Filters,

@@ -151,3 +151,26 @@ def test_search_with_the_largest_k_on_a_small_file(tmp_path):
         proc = run_cli(db, env, "--json", "search", "what does the user drink?", "-k", k)
         assert proc.returncode == 0, proc.stderr
         assert len(json.loads(proc.stdout)["data"]) == 3
+
+
+def test_a_small_project_is_searched_exactly_and_a_large_one_through_the_index(tmp_path):
+    conn = _file(tmp_path, "p.db")
+    rng = np.random.default_rng(11)
+    small, large = {}, {}
+    with write_transaction(conn):
+        for i in range(search.EXACT_SCOPE + 60):
+            chunks = _unit(rng, 1 + i % 3)
+            if i % 40 == 0:
+                small[_add(conn, i, chunks, project="small")] = chunks
+            else:
+                large[_add(conn, i, chunks, project="large")] = chunks
+    query = _unit(rng, 1)[0]
+    assert search._few_ids(conn, Filters(project="small"), NOW) is not None
+    assert search._few_ids(conn, Filters(project="large"), NOW) is None
+    found = search.vector_candidates(conn, GENERATION, query, Filters(project="small"), NOW, 10)
+    assert [m for m, _ in found] == _expected(small, set(), query, 10)
+    # Through the index (16-bit coarse pass here): approximate, but k results of that project.
+    found = search.vector_candidates(conn, GENERATION, query, Filters(project="large"), NOW, 10)
+    assert len(found) == 10 and {m for m, _ in found} <= set(large)
+    assert len({m for m, _ in found} & set(_expected(large, set(), query, 10))) >= 6
+    conn.close()
