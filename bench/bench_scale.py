@@ -165,17 +165,21 @@ def main() -> None:
     queries = QUESTIONS[:args.queries]
     print(load_note())
     lines = descriptions()
+    import numpy as np
+
+    folder = args.db or Path(tempfile.mkdtemp(prefix="magray-scale-"))
+    folder.mkdir(parents=True, exist_ok=True)
     embedder = Embedder(model_path(), device="cpu")
     start = time.perf_counter()
-    base = embedder.embed(random.Random(1).sample(lines, 3000))
+    kept = folder / "base.npy"  # the base the kept files were built from (recall needs the same)
+    base = np.load(kept) if kept.exists() else embedder.embed(random.Random(1).sample(lines, 3000))
+    np.save(kept, base)
     query_vecs = embedder.embed(queries)
     embedder.close()
     print(f"{len(lines):,} distinct package descriptions; 3,000 embedded for the base vectors in "
           f"{time.perf_counter() - start:.1f} s; {len(queries)} queries, {args.repeats} repeats, k={K}", flush=True)
     extra = corpus(lines, 2 * args.adds, seed=99)
     results: dict = {"queries": len(queries), "repeats": args.repeats, "sizes": {}}
-    folder = args.db or Path(tempfile.mkdtemp(prefix="magray-scale-"))
-    folder.mkdir(parents=True, exist_ok=True)
     try:
         for n in sizes:
             vecs = mixed_vectors(base, n, seed=n)
