@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from helpers.reliability import start_worker, subprocess_env
+from helpers.nearest import exact_ids
 from magray import Memory, ann, rebalance, records, vectors
 from magray.db import open_connection, write_transaction
 from magray.schema import migrate
@@ -53,14 +54,6 @@ def store(tmp_path):
     conn.close()
 
 
-def _exact(vecs: np.ndarray, query: np.ndarray, k: int, mask=None) -> list[int]:
-    sims = vecs @ query
-    if mask is not None:
-        sims = np.where(mask, sims, -np.inf)
-    order = [int(i) for i in np.argsort(-sims) if np.isfinite(sims[i])]
-    return [i + 1 for i in order[:k]]
-
-
 def _shards(conn) -> dict[int, int]:
     return dict(conn.execute(f"SELECT chunk_id, shard FROM {vectors.table(GENERATION)}").fetchall())
 
@@ -93,7 +86,7 @@ def test_probing_every_list_equals_exact_search(store):
     rng = np.random.default_rng(1)
     for query in _clustered(rng, 5):
         hits = vectors.knn(conn, GENERATION, query, 10, Filters(), candidates=ROWS, probe_scale=100)
-        assert [h[0] for h in hits] == _exact(vecs, query, 10)
+        assert [h[0] for h in hits] == exact_ids(vecs, query, 10)
         usual = vectors.knn(conn, GENERATION, query, 10, Filters())  # recall: bench/bench_scale.py
         assert len(usual) == 10 and [h[2] for h in usual] == sorted((h[2] for h in usual), reverse=True)
 
@@ -138,7 +131,7 @@ def test_k_results_under_a_selective_filter(store, trained):
     assert all(_project(h[1] - 1) == "rare" for h in hits)
     assert len(vectors.knn(conn, GENERATION, query, 40, Filters(project="rare"))) == 15
     full = vectors.knn(conn, GENERATION, query, 15, Filters(project="rare"), candidates=ROWS)
-    assert [h[0] for h in full] == _exact(vecs, query, 15, rare)
+    assert [h[0] for h in full] == exact_ids(vecs, query, 15, rare)
     layer = vectors.knn(conn, GENERATION, query, 10, Filters(layers=("assets",), project="p1"))
     assert len(layer) == 10 and all(_project(h[1] - 1) == "p1" for h in layer)
 
@@ -159,7 +152,7 @@ def test_search_is_exact_by_bits_halfway_through_a_refile(store):
     assert {epochs[s] for s in _shards(conn).values()} == {1, 2}
     for query in _clustered(np.random.default_rng(3), 3):
         hits = vectors.knn(conn, GENERATION, query, 10, Filters(), candidates=len(everything), probe_scale=100)
-        assert [h[0] for h in hits] == _exact(everything, query, 10)
+        assert [h[0] for h in hits] == exact_ids(everything, query, 10)
     while rebalance.refile(conn, GENERATION):
         pass
     assert len(ann.state(conn, GENERATION).epochs) == 1
