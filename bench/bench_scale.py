@@ -138,6 +138,34 @@ def add_rate(path: Path, texts: list[str]) -> float:
         return len(texts) / (time.perf_counter() - start)
 
 
+def sweep(mem: Memory, spec: str, query_vecs, vecs) -> list[dict]:
+    """Recall and vector-side p50 for each probe share and candidate pool in `spec`."""
+    import numpy as np
+
+    from magray import ann, vectors
+
+    shares, pools = ([float(x) for x in part.split(",")] for part in spec.split(":"))
+    generation = mem.load_model().generation
+    saved = ann.PROBE_SHARE, vectors.default_candidates
+    rows = []
+    try:
+        for share in shares:
+            for pool in pools:
+                ann.PROBE_SHARE, vectors.default_candidates = share, (lambda conn, pool=int(pool): pool)
+                times = []
+                for q in query_vecs:
+                    start = time.perf_counter()
+                    search.vector_candidates(mem.connection, generation, q, Filters(), NOW, max(K * 5, 50))
+                    times.append(time.perf_counter() - start)
+                rows.append({"probe_share": share, "pool": int(pool), "recall_at_10": recall(mem, vecs, query_vecs),
+                             "vector_side_p50_ms": float(np.median(times)) * 1000})
+                print(f"    probe share {share}, pool {int(pool)}: recall {rows[-1]['recall_at_10']:.3f}, "
+                      f"vector side p50 {rows[-1]['vector_side_p50_ms']:.1f} ms", flush=True)
+    finally:
+        ann.PROBE_SHARE, vectors.default_candidates = saved
+    return rows
+
+
 def measure(mem: Memory, path: Path, queries, query_vecs, vecs, repeats: int, n: int) -> dict:
     row = {
         "hybrid_p50_ms": timed_search(mem, queries, "hybrid", Filters(), repeats),
@@ -160,6 +188,9 @@ def main() -> None:
     parser.add_argument("--adds", type=int, default=200, help="memories added (embedded) per add test")
     parser.add_argument("--db", type=Path, help="keep the built files in this folder and reuse them")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--sweep", metavar="SHARES:POOLS",
+                        help="also, on each file, the vector side's recall and p50 for these probe shares "
+                             "and candidate pools, e.g. 0.1,0.2:512,1024 (the lists' settings, tried)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     queries = QUESTIONS[:args.queries]
@@ -201,9 +232,11 @@ def main() -> None:
                     for q in queries:  # embeds each query once: the timed searches read the cache
                         mem.search(q, k=K, touch=False)
                     row = measure(mem, file, queries, query_vecs, vecs, args.repeats, n)
+                    if args.sweep:
+                        row["sweep"] = sweep(mem, args.sweep, query_vecs, vecs)
                 out[label] = row
                 print(f"  {label}: " + ", ".join(f"{k} {v:.3f}" if "recall" in k else f"{k} {v:.2f}"
-                                                  for k, v in row.items()), flush=True)
+                                                  for k, v in row.items() if k != "sweep"), flush=True)
             with tempfile.TemporaryDirectory() as tmp:
                 copy = Path(tmp) / "big.db"
                 shutil.copyfile(trained, copy)
