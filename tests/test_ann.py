@@ -199,3 +199,27 @@ def test_rebalancing_while_another_process_writes(tmp_path, model_path):
         for memory_id in [int(line.split()[1]) for line in out.splitlines() if line.startswith("add ")]:
             vec = vectors.vectors_of(conn, generation, memory_id)[0]
             assert vectors.knn(conn, generation, vec, 1, Filters(project="shared"))[0][1] == memory_id
+
+
+def test_the_file_trains_and_rebalances_its_lists_by_itself(tmp_path, model_path, monkeypatch):
+    """Through the public API only: the lists appear as the file grows past the threshold (here
+    lowered to 100 vectors), adds keep re-filing, optimize finishes, and search finds each memory."""
+    monkeypatch.setattr(ann, "TRAIN_MIN_ROWS", 100)
+    texts = [f"note {i}: the {w} of project {i % 7} moved to week {i % 52}"
+             for i, w in zip(range(320), ["release", "budget", "review", "launch", "audit"] * 64)]
+    with Memory.open(tmp_path / "grow.db", model=str(model_path)) as m:
+        m.rules["maintenance"]["optimize_every_adds"] = 100
+        generation = m.load_model().generation
+        m.add_many([{"content": t, "layer": "assets"} for t in texts[:150]])
+        first = ann.state(m.connection, generation)
+        assert first is not None and first.epochs  # trained when the adds crossed 100
+        m.add_many([{"content": t, "layer": "assets"} for t in texts[150:]])
+        assert m.optimize()["ann_refiled"] >= 0
+        current = ann.state(m.connection, generation)
+        assert current.refile_upto is None and len(current.epochs) == 1
+        keys = set(current.epochs[-1].keys.tolist())
+        shards = {r[0] for r in m.connection.execute(f"SELECT shard FROM {vectors.table(generation)}")}
+        assert shards <= keys
+        for i in (0, 149, 150, 319):
+            hits = m.search(texts[i], mode="vector", k=1, touch=False)
+            assert hits[0].memory.content == texts[i]
