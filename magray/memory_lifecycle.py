@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from . import binding as binding_mod
-from . import lifecycle, records
+from . import lifecycle, rebalance, records
 from .errors import InvalidInput, StoreError
 from .timeutil import iso
 from .types import MemoryRecord
@@ -118,12 +118,15 @@ class LifecycleMixin:
         return exposition(self.status(), last_backup, self.now())
 
     def optimize(self: Memory, *, vacuum: bool = False) -> dict[str, int]:
-        """FTS optimize, planner statistics, WAL checkpoint (and VACUUM): sizes before and after."""
+        """Train or finish re-balancing the ANN index when due, FTS optimize, planner statistics,
+        WAL checkpoint (and VACUUM): sizes before and after, and what the index did."""
         before = self._file_bytes()
         from .replication import is_replicated
 
+        bound = binding_mod.current(self._conn)
+        index = rebalance.run(self._conn, bound.generation) if bound is not None else {}
         lifecycle.optimize(self._conn, vacuum, "PASSIVE" if is_replicated(self._conn) else "TRUNCATE")
-        return {"bytes_before": before, "bytes_after": self._file_bytes()}
+        return {"bytes_before": before, "bytes_after": self._file_bytes()} | index
 
     def _file_bytes(self: Memory) -> int:
         total = 0
@@ -150,5 +153,9 @@ class LifecycleMixin:
                 lifecycle.purge(self._conn, items, now)
         every = int(rules["optimize_every_adds"])
         total = records.counters(self._conn).get("adds", 0)
-        if adds and every > 0 and total // every != (total - adds) // every:
+        crossed = bool(adds and every > 0 and total // every != (total - adds) // every)
+        if crossed:
             self._conn.execute("PRAGMA optimize")
+        bound = binding_mod.current(self._conn)
+        if bound is not None:  # the ANN index grows and re-balances with the file (see rebalance.py)
+            rebalance.step(self._conn, bound.generation, adds, may_train=crossed)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import binding as binding_mod
-from . import records, vectors
+from . import rebalance, records, vectors
 from .embed import cache, prompts
 from .errors import Busy, ModelError, ModelMismatch
 
@@ -247,6 +247,7 @@ class ModelsMixin:
         if self._embedder is not None:
             self._embedder.close()
         self._embedder, self._binding = embedder, new
+        rebalance.run(self._conn, generation)  # a large file gets its ANN lists now, not on later writes
         return {"model": new.to_dict(), "memories": done}
 
     def device(self: Memory) -> str | None:

@@ -1,14 +1,19 @@
 """Vectors in sqlite-vec: one vec0 table per model binding. A bit column (the sign of each
 dimension) drives a fast coarse KNN pass inside sqlite-vec; the float vector rides along as an
 auxiliary column for the exact cosine re-rank. Layer and shard are partition keys, the other filter
-fields metadata columns, so that filters apply inside the scan. Numbers: bench/RESULTS.md."""
+fields metadata columns, so that filters apply inside the scan. The shard of a vector is its list
+in the ANN index (magray/ann.py): a query scans only the lists nearest to it. Numbers:
+bench/RESULTS.md."""
 
 from __future__ import annotations
 
 import json
+import weakref
 from typing import TYPE_CHECKING
 
 import apsw
+
+from . import ann
 
 if TYPE_CHECKING:
     import numpy as np
@@ -16,12 +21,16 @@ if TYPE_CHECKING:
     from .types import Filters
 
 # sqlite-vec's top-k selection costs about (rows scanned) x k, so one KNN over every row with a
-# big k is slow (~50 ms at 100K rows and k=200 on 2 cores). Each chunk goes to one of SHARDS
-# partitions (chunk_id % SHARDS) and each shard is asked for its share of the candidates: the same
-# pool for about 1/SHARDS of the cost. More shards add a fixed cost per query and per partition.
-SHARDS = 8
-# Bit-vector candidates re-ranked exactly per query: recall@10 >= 0.95 at 100K MiniLM vectors.
+# big k is slow (~50 ms at 100K rows and k=200 on 2 cores). In a file whose ANN lists are not
+# trained yet, each chunk goes to one of SHARDS partitions (chunk_id % SHARDS) and each shard is
+# asked for its share of the candidates: the same pool for about 1/SHARDS of the cost.
+SHARDS = ann.SHARDS
+# Bit-vector candidates re-ranked exactly per query: 256 up to 100K vectors, then more as the file
+# grows (see default_candidates), at most MAX_CANDIDATES.
 CANDIDATES = 256
+MAX_CANDIDATES = 2048
+# The largest k sqlite-vec accepts in one KNN query (SQLITE_VEC_VEC0_K_MAX).
+MAX_K = 4096
 
 
 def table(generation: int) -> str:
@@ -40,31 +49,45 @@ def create(conn: apsw.Connection, generation: int, dim: int) -> None:
         "project TEXT, session TEXT, created_at FLOAT, "
         "+memory_id INTEGER, +embedding BLOB)"
     )
+    ann.create(conn, generation)
 
 
 def drop(conn: apsw.Connection, generation: int) -> None:
     conn.execute(f"DROP TABLE IF EXISTS {table(generation)}")
+    ann.drop(conn, generation)
 
 
 def _insert_sql(name: str) -> str:
     return (f"INSERT INTO {name} (chunk_id, layer, shard, embedding_bits, project, session, "
             "created_at, memory_id, embedding) "
-            f"VALUES (:chunk_id, :layer, :chunk_id % {SHARDS}, vec_quantize_binary(:embedding), "
+            "VALUES (:chunk_id, :layer, :shard, vec_quantize_binary(:embedding), "
             ":project, :session, :created_at, :memory_id, :embedding)")
 
 
 def insert_chunks(conn: apsw.Connection, generation: int, memory_id: int, layer: str,
                   project: str, session: str, created_at: float, hashes: list[str],
                   vectors: np.ndarray) -> None:
-    """Chunk rows and their vectors for one memory (inside the caller's transaction)."""
-    sql = _insert_sql(table(generation))
-    for seq, (h, vec) in enumerate(zip(hashes, vectors)):
-        chunk_id = conn.execute(
-            "INSERT INTO chunks (memory_id, generation, seq, text_hash) VALUES (?, ?, ?, ?) RETURNING id",
-            (memory_id, generation, seq, h)).fetchone()[0]
-        conn.execute(sql, {"chunk_id": chunk_id, "layer": layer, "project": project, "session": session,
-                           "created_at": created_at, "memory_id": memory_id,
-                           "embedding": vec.astype("<f4").tobytes()})
+    """Chunk rows and their vectors for one memory (inside the caller's transaction), each
+    vector filed in its ANN list at once."""
+    chunk_ids = [conn.execute(
+        "INSERT INTO chunks (memory_id, generation, seq, text_hash) VALUES (?, ?, ?, ?) RETURNING id",
+        (memory_id, generation, seq, h)).fetchone()[0] for seq, h in enumerate(hashes)]
+    file_rows(conn, generation, [
+        {"chunk_id": chunk_id, "layer": layer, "project": project, "session": session,
+         "created_at": created_at, "memory_id": memory_id, "embedding": vec.astype("<f4").tobytes()}
+        for chunk_id, vec in zip(chunk_ids, vectors)])
+
+
+def file_rows(conn: apsw.Connection, generation: int, rows: list[dict]) -> None:
+    """Insert vector rows (chunk_id, layer, project, session, created_at, memory_id, embedding
+    as float32 bytes), each into the list of the ANN index nearest to it."""
+    import numpy as np
+
+    if not rows:
+        return
+    matrix = np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    shards = ann.assign(conn, generation, [r["chunk_id"] for r in rows], matrix)
+    conn.executemany(_insert_sql(table(generation)), [r | {"shard": s} for r, s in zip(rows, shards)])
 
 
 def _rows_for_memories(conn: apsw.Connection, generation: int, memory_ids: list[int],
@@ -75,6 +98,16 @@ def _rows_for_memories(conn: apsw.Connection, generation: int, memory_ids: list[
         f"SELECT {columns} FROM chunks AS c JOIN {table(generation)} AS v ON v.chunk_id = c.id "
         "WHERE c.generation = ? AND c.memory_id IN (SELECT value FROM json_each(?))",
         (generation, json.dumps(memory_ids))).fetchall()
+
+
+def vectors_of(conn: apsw.Connection, generation: int, memory_id: int) -> np.ndarray:
+    """The stored vectors of a memory's chunks, in chunk order (float32 rows)."""
+    import numpy as np
+
+    rows = conn.execute(
+        f"SELECT v.embedding FROM chunks AS c JOIN {table(generation)} AS v ON v.chunk_id = c.id "
+        "WHERE c.generation = ? AND c.memory_id = ? ORDER BY c.seq", (generation, memory_id)).fetchall()
+    return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows]) if rows else np.empty((0, 0))
 
 
 def delete_for_memory(conn: apsw.Connection, generation: int, memory_id: int) -> None:
@@ -90,11 +123,11 @@ def move(conn: apsw.Connection, generation: int, memory_id: int, layer: str, pro
     updated in place, so each row is re-inserted with the same vector)."""
     name = table(generation)
     rows = _rows_for_memories(conn, generation, [memory_id], "v.chunk_id, v.embedding, v.created_at")
-    for chunk_id, blob, created_at in rows:
-        conn.execute(f"DELETE FROM {name} WHERE chunk_id = ?", (chunk_id,))
-        conn.execute(_insert_sql(name), {
-            "chunk_id": chunk_id, "layer": layer, "project": project, "session": session,
-            "created_at": created_at, "memory_id": memory_id, "embedding": blob})
+    conn.executemany(f"DELETE FROM {name} WHERE chunk_id = ?", [(r[0],) for r in rows])
+    file_rows(conn, generation, [
+        {"chunk_id": chunk_id, "layer": layer, "project": project, "session": session,
+         "created_at": created_at, "memory_id": memory_id, "embedding": blob}
+        for chunk_id, blob, created_at in rows])
 
 
 def _metadata_clause(filters: Filters) -> tuple[str, dict]:
@@ -120,47 +153,115 @@ def _metadata_clause(filters: Filters) -> tuple[str, dict]:
     return "".join(f" AND {c}" for c in clauses), params
 
 
+def default_candidates(conn: apsw.Connection) -> int:
+    """How many bit-pass candidates a query re-ranks: CANDIDATES up to 100K vectors, growing as
+    rows^0.6 (1,024 at 1M). The true nearest neighbours sink among the best Hamming matches as
+    the file grows: the best 256 / 1,024 by Hamming distance held 0.94 / 0.99 of the exact top
+    10 at 100K vectors, 0.81 / 0.96 at 1M (question queries, bench/RESULTS.md)."""
+    rows = conn.execute("SELECT coalesce(max(id), 0) FROM chunks").fetchone()[0]
+    return int(min(MAX_CANDIDATES, max(CANDIDATES, CANDIDATES * (rows / 100_000) ** 0.6)))
+
+
 def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filters: Filters,
-        *, candidates: int = CANDIDATES) -> list[tuple[int, int, float]]:
+        *, candidates: int | None = None, probe_scale: int = 1) -> list[tuple[int, int, float]]:
     """(chunk_id, memory_id, cosine similarity), best first: a coarse Hamming-distance pass over
-    the bit vectors inside sqlite-vec picks about max(k, candidates) chunks (spread over the
-    shards), then an exact cosine re-rank of their float vectors keeps the best k. Returns k
-    results whenever k chunks pass the filter."""
+    the bit vectors of the nearest ANN lists inside sqlite-vec keeps the best max(k, candidates)
+    chunks, then an exact cosine re-rank of their float vectors keeps the best k. Returns k
+    results whenever k chunks pass the filter (more lists are probed until they are found);
+    k is at most MAX_K. `probe_scale`: probe that many times the usual number of lists."""
+    if not 0 < k <= MAX_K:
+        raise ValueError(f"k must be from 1 to {MAX_K}, got {k}")
     where, params = _metadata_clause(filters)
     layers = list(filters.layers) if len(filters.layers) > 1 else [None]
-    sql = (f"SELECT chunk_id, memory_id, embedding FROM {table(generation)} "
+    sql = (f"SELECT chunk_id, distance FROM {table(generation)} "
            f"WHERE embedding_bits MATCH vec_quantize_binary(:q) AND k = :k AND shard = :shard{where}")
     base = params | {"q": query.astype("<f4").tobytes()}
+    if candidates is None:
+        candidates = default_candidates(conn)
+    pool = min(max(k, candidates), MAX_K)
 
-    def partition(layer: str | None, shard: int, n: int) -> list[tuple[int, int, bytes]]:
+    def scan(layer: str | None, shard: int, n: int) -> list[tuple[int, int]]:
         if layer is None:
             return conn.execute(sql, base | {"shard": shard, "k": n}).fetchall()
-        return conn.execute(sql + " AND layer = :layer",
-                            base | {"shard": shard, "k": n, "layer": layer}).fetchall()
+        return conn.execute(sql + " AND layer = :layer", base | {"shard": shard, "k": n, "layer": layer}).fetchall()
 
-    share = -(-max(k, candidates) // SHARDS)
-    found = {(layer, shard): partition(layer, shard, share)
-             for layer in layers for shard in range(SHARDS)}
-    if share < k and sum(map(len, found.values())) < k:
-        # A selective filter can leave most matches in a few shards: ask the full ones for k.
-        for (layer, shard), rows in found.items():
-            if len(rows) == share:
-                found[layer, shard] = partition(layer, shard, k)
-    rows = [row for part in found.values() for row in part]
-    return _best(rows, query, k)
+    current = ann.state(conn, generation)
+    asked: dict[tuple[str | None, int], int] = {}
+    found: dict[tuple[str | None, int], list[tuple[int, int]]] = {}
+    scale = probe_scale
+    while True:
+        keys, complete = ann.nearest_lists(current, query, scale)
+        lists = sum(key >= ann.LIST_BASE for key in keys)
+        for shard in keys:
+            # Flat shards hold a random share of the vectors, so each is asked for its share of
+            # the pool; a list holds the vectors near its centroid, and the nearest ones may hold
+            # most of the pool: asked for twice their share, then more below if they are full.
+            n = -(-pool // SHARDS) if shard < ann.LIST_BASE else min(pool, 2 * -(-pool // max(lists, 1)))
+            for layer in layers:
+                if (layer, shard) not in asked:
+                    asked[layer, shard], found[layer, shard] = n, scan(layer, shard, n)
+        while True:
+            full = [key for key, rows in found.items() if len(rows) == asked[key] and asked[key] < MAX_K]
+            total = sum(map(len, found.values()))
+            if total < k:
+                refine = full
+            else:
+                # A full list whose worst row beats the pool's worst may hold more of the pool.
+                worst = sorted(d for rows in found.values() for _, d in rows)[min(pool, total) - 1]
+                refine = [key for key in full if key[1] >= ann.LIST_BASE and found[key][-1][1] < worst]
+            if not refine:
+                break
+            for key in refine:
+                asked[key] = min(asked[key] * 4, MAX_K)
+                found[key] = scan(key[0], key[1], asked[key])
+        if total >= k or complete:
+            break
+        scale *= 4  # a filter left too few in the nearest lists: probe more of them
+    coarse = sorted((d, chunk_id) for rows in found.values() for chunk_id, d in rows)[:pool]
+    return _best(float_rows(conn, generation, [c for _, c in coarse]), query, k)
+
+
+def _auxiliary(conn: apsw.Connection, generation: int) -> str | None:
+    """sqlite-vec's own table of the auxiliary columns (memory_id, embedding), when it has the
+    expected shape: read directly, a float vector costs ~12 us instead of ~75 us through the
+    virtual table (measured at 100K rows). None: go through the virtual table."""
+    name = f"{table(generation)}_auxiliary"
+    known = _auxiliary_shape.setdefault(conn, {})
+    if name not in known:
+        columns = [r[1] for r in conn.execute(f"PRAGMA table_info({name})")]
+        known[name] = columns == ["rowid", "value00", "value01"]
+    return name if known[name] else None
+
+
+_auxiliary_shape: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def float_rows(conn: apsw.Connection, generation: int, chunk_ids: list[int]) -> list[tuple[int, int, bytes]]:
+    """(chunk_id, memory_id, float32 vector bytes) of the given chunks (those that exist)."""
+    auxiliary = _auxiliary(conn, generation)
+    if auxiliary is not None:
+        sql = (f"SELECT a.rowid, a.value00, a.value01 FROM json_each(?) AS j "
+               f"JOIN {auxiliary} AS a ON a.rowid = j.value")
+    else:  # driven by json_each, so that sqlite-vec gets one point lookup per chunk
+        sql = (f"SELECT v.chunk_id, v.memory_id, v.embedding FROM json_each(?) AS j "
+               f"JOIN {table(generation)} AS v ON v.chunk_id = j.value")
+    return conn.execute(sql, (json.dumps(chunk_ids),)).fetchall()
 
 
 def exact(conn: apsw.Connection, generation: int, query: np.ndarray, memory_ids: list[int],
-          k: int) -> list[tuple[int, int, float]]:
-    """Exact cosine over the chunks of the given memories (for filters selective enough that
-    scanning their vectors beats searching the index)."""
-    rows = _rows_for_memories(conn, generation, memory_ids, "v.chunk_id, v.memory_id, v.embedding")
-    return _best(rows, query, k)
+          k: int | None) -> list[tuple[int, int, float]]:
+    """Exact cosine over the chunks of the given memories, best first (k: how many; None: all),
+    for filters selective enough that scanning their vectors beats searching the index."""
+    chunk_ids = [r[0] for r in conn.execute(
+        "SELECT id FROM chunks WHERE generation = ? AND memory_id IN (SELECT value FROM json_each(?))",
+        (generation, json.dumps(memory_ids)))]
+    return _best(float_rows(conn, generation, chunk_ids), query, k)
 
 
 def _best(rows: list[tuple[int, int, bytes]], query: np.ndarray,
-          k: int) -> list[tuple[int, int, float]]:
-    """The k rows whose float vector has the highest cosine with `query` (vectors are unit length)."""
+          k: int | None) -> list[tuple[int, int, float]]:
+    """The k rows (None: all) whose float vector has the highest cosine with `query`, best first
+    (vectors are unit length)."""
     import numpy as np
 
     if not rows:

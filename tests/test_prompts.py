@@ -74,7 +74,8 @@ def test_prompts_given_to_model_add_are_applied_and_keyed(db_path, model_path):
     assert keys == {prompts.cache_key(entry.sha256, "passage: "), prompts.cache_key(entry.sha256, "query: ")}
     raw = Embedder(model_path, device="cpu")
     try:
-        with_prompt, without = raw.embed(["passage: " + text, text])
+        # One text per call, as the single add above was embedded.
+        (with_prompt,), (without,) = raw.embed(["passage: " + text]), raw.embed([text])
     finally:
         raw.close()
     assert float(stored @ with_prompt) >= 0.9999

@@ -103,7 +103,9 @@ def test_import_without_vectors_embeds_the_text(varied, tmp_path, model_path):
         assert mine.keys() == theirs.keys()
         for key in mine:  # the same model on the same text: the same vector
             a, b = (np.frombuffer(x, dtype=np.float32) for x in (mine[key], theirs[key]))
-            assert float(a @ b) > 0.9999
+            # up to flash attention's f16 rounding: an import embeds in batches, an add alone
+            # (tests/test_embed_bulk.py)
+            assert float(a @ b) > 0.9995
 
 
 def test_import_is_checked_before_anything_is_written(mem, tmp_path):

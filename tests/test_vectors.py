@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers.nearest import exact_ids
 from magray import records, vectors
 from magray.db import open_connection, write_transaction
 from magray.schema import migrate
@@ -46,18 +47,11 @@ def store(tmp_path):
     conn.close()
 
 
-def _exact_ids(vecs: np.ndarray, query: np.ndarray, k: int, mask=None) -> list[int]:
-    sims = vecs @ query
-    if mask is not None:
-        sims = np.where(mask, sims, -np.inf)
-    return [int(i) + 1 for i in np.argsort(-sims)[:k] if np.isfinite(sims[i])]
-
-
 def test_knn_with_a_full_pool_is_exact(store):
     conn, vecs = store
     query = _unit(np.random.default_rng(1), 1)[0]
     hits = vectors.knn(conn, GENERATION, query, 10, Filters(), candidates=1000)
-    assert [h[0] for h in hits] == _exact_ids(vecs, query, 10)
+    assert [h[0] for h in hits] == exact_ids(vecs, query, 10)
     assert [h[1] for h in hits] == [h[0] for h in hits]  # memory i+1 owns chunk i+1
     assert hits[0][2] == pytest.approx(float(vecs[hits[0][0] - 1] @ query), abs=1e-5)
     sims = [h[2] for h in hits]
@@ -74,7 +68,7 @@ def test_knn_returns_k_when_a_filter_leaves_them_in_one_shard(store):
     assert len(hits) == 10
     assert all((h[0] % vectors.SHARDS) == 0 for h in hits)
     hits = vectors.knn(conn, GENERATION, query, 10, Filters(project="rare"), candidates=1000)
-    assert [h[0] for h in hits] == _exact_ids(vecs, query, 10, rare)
+    assert [h[0] for h in hits] == exact_ids(vecs, query, 10, rare)
     # Fewer matches than k: all of them.
     hits = vectors.knn(conn, GENERATION, query, 50, Filters(project="rare"), candidates=1)
     assert len(hits) == 25
@@ -85,9 +79,9 @@ def test_knn_filters_layers_inside_the_scan(store):
     query = _unit(np.random.default_rng(3), 1)[0]
     layer_of = np.array([i % 3 for i in range(len(vecs))])
     one = vectors.knn(conn, GENERATION, query, 5, Filters(layers=("insights",)), candidates=1000)
-    assert [h[0] for h in one] == _exact_ids(vecs, query, 5, layer_of == 1)
+    assert [h[0] for h in one] == exact_ids(vecs, query, 5, layer_of == 1)
     two = vectors.knn(conn, GENERATION, query, 5, Filters(layers=("interact", "assets")), candidates=1000)
-    assert [h[0] for h in two] == _exact_ids(vecs, query, 5, layer_of != 1)
+    assert [h[0] for h in two] == exact_ids(vecs, query, 5, layer_of != 1)
 
 
 def test_exact_scores_only_the_given_memories(store):
@@ -97,7 +91,7 @@ def test_exact_scores_only_the_given_memories(store):
     hits = vectors.exact(conn, GENERATION, query, ids, 5)
     mask = np.zeros(len(vecs), dtype=bool)
     mask[[i - 1 for i in ids]] = True
-    assert [h[0] for h in hits] == _exact_ids(vecs, query, 5, mask)
+    assert [h[0] for h in hits] == exact_ids(vecs, query, 5, mask)
     assert vectors.exact(conn, GENERATION, query, [], 5) == []
 
 

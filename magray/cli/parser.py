@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "prometheus"), default="text",
                    help="prometheus: the text exposition format, for node_exporter's textfile collector")
 
-    p = _sub(subs, "optimize", "FTS optimize, ANALYZE, WAL checkpoint (and VACUUM); safe while in use",
+    p = _sub(subs, "optimize", "re-balance the vector index, FTS optimize, ANALYZE, WAL checkpoint "
+             "(and VACUUM); safe while in use",
              "  magray optimize\n  magray optimize --vacuum\n", common)
     p.add_argument("--vacuum", action="store_true")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,20 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "gpu")
 _POOLING = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
+
+
+def default_bulk_contexts() -> int:
+    """Contexts (one llama.cpp thread each) for embedding many texts: $MAGRAY_THREADS, else every
+    core this process may run on, at most 8. A bulk job is the work the user waits for, and each
+    context sleeps rather than spins when its core is taken (OMP_WAIT_POLICY=PASSIVE)."""
+    env = os.environ.get("MAGRAY_THREADS")
+    if env:
+        return default_threads()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
 
 
 def default_threads() -> int:
@@ -39,17 +54,21 @@ class Embedder:
     # Sentence-transformer models are trained on short passages; longer inputs are split into
     # chunks of this many tokens that overlap by a fifth, so that no text is silently truncated.
     chunk_tokens = 256
-    # Texts are packed into one llama.cpp batch up to this many tokens. Attention over a batch grows
-    # with the square of its size, and one call per text measured fastest with 1 and 2 threads
-    # (bench/RESULTS.md: ~16-token texts, pack 1 / 32 / 128 / 512 = 76 / 65 / 53 / 35 texts/s), so
-    # by default each text goes alone; raise it only for a model or device where batching pays.
-    pack_tokens = 1
+    # Many texts at once (add_many, import, reindex, doctor --repair) are packed into llama.cpp
+    # batches of up to this many tokens and embedded with flash attention, on `bulk_contexts`
+    # contexts in as many threads (llama.cpp releases the GIL). Without flash attention every batch
+    # size was slower than one text per call (bench/RESULTS.md); with it, a few short texts per
+    # call win. One text alone (an add, a query) keeps the plain context and its latency.
+    batch_tokens = 256
+    gpu_batch_tokens = 4096
 
     def __init__(self, path: Path, *, device: str = "auto", n_ctx: int = 512,
-                 n_threads: int | None = None) -> None:
+                 n_threads: int | None = None, bulk_contexts: int | None = None) -> None:
         # A llama.cpp context serves one call at a time; a server shares one loaded model between
-        # the connections of its worker threads (Memory.another), so every use takes this lock.
+        # the connections of its worker threads (Memory.another), so every use of the plain
+        # context takes this lock, and a bulk call takes the bulk contexts as a whole.
         self._lock = threading.Lock()
+        self._bulk_use = threading.Lock()
         if device not in DEVICES:
             raise InvalidInput(f"unknown device {device!r}: use auto, cpu or gpu")
         path = Path(path)
@@ -89,6 +108,13 @@ class Embedder:
                              f"({last_error})")
         self.path = path
         self.n_ctx = n_ctx
+        self._threads = threads
+        self._gpu_layers = n_gpu_layers
+        # On a GPU one context with big batches keeps it busy; on a CPU one single-thread context
+        # per core.
+        self.bulk_contexts = 1 if self.device == "gpu" else (bulk_contexts or default_bulk_contexts())
+        self._bulk: list = []
+        self._bulk_lock = threading.Lock()
         log.info("loaded %s on the %s", path.name, self.device)
         self.dim = int(self._llm.n_embd())
         meta = self._llm.metadata
@@ -129,33 +155,76 @@ class Embedder:
         return self._fit(piece[:half]) + self._fit(piece[half:])
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Embed `texts` (each must fit the model: use `chunks` first) in packed batches."""
+        """Embed `texts` (each must fit the model: use `chunks` first): one alone on the plain
+        context, several in token-sized batches on the bulk contexts in parallel."""
         import numpy as np
 
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        if self.pack_tokens <= 1:  # one text per call: no need to count its tokens to pack it
-            for i in range(len(texts)):
-                self._embed_group(texts, [i], out)
-            return out
+        if len(texts) == 1:
+            with self._lock:
+                self._embed_group(self._llm, texts, [0], out)
+        elif texts:
+            with self._bulk_use:
+                self._embed_bulk(texts, out)
+        return out
+
+    def _embed_bulk(self, texts: list[str], out: np.ndarray) -> None:
+        budget = self.gpu_batch_tokens if self.device == "gpu" else self.batch_tokens
+        groups: list[list[int]] = []
         group: list[int] = []
         group_tokens = 0
         for i, text in enumerate(texts):
             n = self.count_tokens(text)
-            if group and group_tokens + n > self.pack_tokens:
-                self._embed_group(texts, group, out)
+            if group and group_tokens + n > budget:
+                groups.append(group)
                 group, group_tokens = [], 0
             group.append(i)
             group_tokens += n
         if group:
-            self._embed_group(texts, group, out)
-        return out
+            groups.append(group)
+        contexts = self._bulk_pool()
+        if len(contexts) == 1 or len(groups) == 1:
+            for g in groups:
+                self._embed_group(contexts[0], texts, g, out)
+            return
+        # Each thread owns one context and takes the next group until none is left.
+        pending = iter(groups)
+        take = threading.Lock()
 
-    def _embed_group(self, texts: list[str], indexes: list[int], out: np.ndarray) -> None:
+        def work(llm) -> None:
+            while True:
+                with take:
+                    g = next(pending, None)
+                if g is None:
+                    return
+                self._embed_group(llm, texts, g, out)
+
+        used = contexts[:len(groups)]
+        with ThreadPoolExecutor(max_workers=len(used), thread_name_prefix="magray-embed") as pool:
+            for future in [pool.submit(work, llm) for llm in used]:
+                future.result()
+
+    def _bulk_pool(self) -> list:
+        """The bulk contexts, loaded on first use: flash attention, one thread each on a CPU."""
+        with self._bulk_lock:
+            if not self._bulk:
+                import llama_cpp
+
+                n_ctx = max(self.n_ctx, self.gpu_batch_tokens if self.device == "gpu" else 0)
+                threads = self._threads if self.device == "gpu" else 1
+                for _ in range(self.bulk_contexts):
+                    self._bulk.append(llama_cpp.Llama(
+                        model_path=str(self.path), embedding=True, n_ctx=n_ctx, n_batch=n_ctx,
+                        n_ubatch=n_ctx, n_threads=threads, n_threads_batch=threads,
+                        n_gpu_layers=self._gpu_layers, flash_attn=True, type_k=0, type_v=0, verbose=False))
+            return self._bulk
+
+    @staticmethod
+    def _embed_group(llm, texts: list[str], indexes: list[int], out: np.ndarray) -> None:
         import numpy as np
 
         try:
-            with self._lock:
-                vectors = self._llm.embed([texts[i] for i in indexes], normalize=True, truncate=False)
+            vectors = llm.embed([texts[i] for i in indexes], normalize=True, truncate=False)
         except ValueError as exc:
             raise InvalidInput(f"text too long for the model: {exc}") from None
         out[indexes] = np.asarray(vectors, dtype=np.float32)
@@ -166,3 +235,7 @@ class Embedder:
             with self._lock:
                 llm.close()
                 self._llm = None
+        with getattr(self, "_bulk_use", threading.Lock()):
+            for context in getattr(self, "_bulk", []):
+                context.close()
+            self._bulk = []
