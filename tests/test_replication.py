@@ -94,8 +94,8 @@ def test_folder_replica_end_to_end(tmp_path, db, env, model_path):
     assert {"_litestream_seq", "_litestream_lock"} <= {r[0] for r in raw.execute("SELECT name FROM sqlite_schema")}
     raw.close()
     with Memory.open(db) as replicated, Memory.open(tmp_path / "fresh.db") as fresh:
-        # Litestream's tables are not magray's schema (the vector tables come with the model binding).
-        ours = [o for o in dump_schema(replicated.connection) if not o[1].startswith("vec_chunks_")]
+        # Litestream's tables are not magray's schema (the vector and list tables come with the model binding).
+        ours = [o for o in dump_schema(replicated.connection) if not o[1].startswith(("vec_chunks_", "ann_lists_"))]
         assert ours == dump_schema(fresh.connection)
     assert stat.S_IMODE(Path(status["config"]).stat().st_mode) == 0o600
     assert data(run_cli(db, env, "replica", "status", "--json"))["running"] is False
