@@ -9,7 +9,11 @@ from typing import Any
 import apsw
 
 from . import vectors
+from .embed.prompts import Prompts, by_name
 from .errors import NotFound
+
+# Settings key: the query and document prompts of each model the file knows, by sha256.
+PROMPTS = "prompts"
 
 
 @dataclass(frozen=True)
@@ -108,3 +112,20 @@ def generations(conn: apsw.Connection) -> list[int]:
     if pending and pending["generation"] not in out:
         out.append(pending["generation"])
     return out
+
+
+def recorded_prompts(conn: apsw.Connection, sha256: str) -> Prompts | None:
+    entry = (get_setting(conn, PROMPTS) or {}).get(sha256)
+    return Prompts(**entry) if entry else None
+
+
+def record_prompts(conn: apsw.Connection, sha256: str, prompts: Prompts) -> None:
+    """Inside the caller's write transaction."""
+    table = dict(get_setting(conn, PROMPTS) or {})
+    table[sha256] = prompts.to_dict()
+    set_setting(conn, PROMPTS, table)
+
+
+def prompts_for(conn: apsw.Connection, sha256: str, *names: str) -> Prompts:
+    """The prompts to embed with for the model `sha256`: recorded, else a well-known name's."""
+    return recorded_prompts(conn, sha256) or by_name(*names)

@@ -21,7 +21,7 @@ import apsw
 from . import binding as binding_mod
 from . import reconcile, records, vectors
 from .db import read_snapshot, write_transaction
-from .embed import cache, prompts
+from .embed import cache
 from .errors import MagrayError
 from .schema import query
 
@@ -363,7 +363,7 @@ def _reembed(conn: apsw.Connection, load_embedder: LoadEmbedder, now: float, pro
             spans.append((memory_id, len(texts), len(pieces)))
             texts.extend(pieces)
         embedded = cache.embed_cached(conn, embedder, bound.sha256, texts,
-                                      prompt=prompts.for_model(conn, bound.sha256, bound.model_name).document)
+                                      prompt=binding_mod.prompts_for(conn, bound.sha256, bound.model_name).document)
         with write_transaction(conn):
             unchanged = records.unchanged(conn, {i: r.content_hash for i, r in batch.items()})
             for memory_id, offset, n in spans:

@@ -93,7 +93,7 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin, ReplicationMixin):
             # The rules are read (and checked) here: a bad config.toml must not leak the connection.
             memory = cls(conn, path, profile=profile, model=model or os.environ.get("MAGRAY_MODEL"),
                          device=device, clock=clock or time.time)
-            memory.timezone = timephrases.zone(timezone or os.environ.get("MAGRAY_TZ"))
+            memory.timezone = timephrases.zone(timezone)
             return memory
         except BaseException:
             conn.close()
@@ -423,7 +423,7 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin, ReplicationMixin):
         if window is not None and window.vague:
             ranking = dataclasses.replace(ranking, recency_weight=ranking.recency_weight * ranking.vague_recency_factor)
         windowed = window is not None and not window.vague
-        embedded: list[cache.Embedded] = []
+        embedded: list[tuple[binding_mod.Binding, cache.Embedded]] = []  # query vectors, to cache
         hits = self._find(text, filters.narrowed(window.since, window.until) if windowed else filters,
                           now, k, mode, ranking, floor, embedded)
         applied = windowed and bool(hits)
@@ -439,7 +439,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin, ReplicationMixin):
         return hits
 
     def _find(self, text: str, filters: Filters, now: float, k: int, mode: str,
-              ranking: search_mod.Ranking, floor: float, embedded: list) -> list[SearchHit]:
+              ranking: search_mod.Ranking, floor: float,
+              embedded: list[tuple[binding_mod.Binding, cache.Embedded]]) -> list[SearchHit]:
         query_vec, generation = None, None
         bound = binding_mod.current(self._conn)
         if mode in ("vector", "hybrid") and (bound is not None or mode == "vector"):
@@ -456,7 +457,8 @@ class Memory(ModelsMixin, LifecycleMixin, ArchiveMixin, ReplicationMixin):
             query_vec, generation = found.vectors[0], bound.generation
         return search_mod.find(self._conn, text, query_vec, generation, filters, now, k, mode, ranking, floor)
 
-    def _after_search(self, hits: list[SearchHit], embedded: list, now: float, touch: bool) -> None:
+    def _after_search(self, hits: list[SearchHit], embedded: list[tuple[binding_mod.Binding, cache.Embedded]],
+                      now: float, touch: bool) -> None:
         """Count the hits as used and the search in the counters, and keep the query vectors."""
         if self.read_only:  # a follower: uses are counted on the primary only
             return

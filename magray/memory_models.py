@@ -75,12 +75,12 @@ class ModelsMixin:
 
     def _prompts(self: Memory, bound: binding_mod.Binding) -> prompts.Prompts:
         """The query and document prompts of the bound model (none for most sentence models)."""
-        return prompts.for_model(self._conn, bound.sha256, bound.model_name)
+        return binding_mod.prompts_for(self._conn, bound.sha256, bound.model_name)
 
     def _record_prompts(self: Memory, entry: binding_mod.ModelEntry, metadata: dict[str, str]) -> None:
         """Record the model's prompts, unless the user gave them (inside a write transaction)."""
-        if prompts.recorded(self._conn, entry.sha256) is None:
-            prompts.record(self._conn, entry.sha256,
+        if binding_mod.recorded_prompts(self._conn, entry.sha256) is None:
+            binding_mod.record_prompts(self._conn, entry.sha256,
                            prompts.resolve(None, metadata, entry.name, Path(entry.path).name))
 
     @property
@@ -135,7 +135,7 @@ class ModelsMixin:
         with self._write():
             binding_mod.register(self._conn, entry)
             if query_prefix is not None or document_prefix is not None:
-                prompts.record(self._conn, entry.sha256,
+                binding_mod.record_prompts(self._conn, entry.sha256,
                                prompts.Prompts(query_prefix or "", document_prefix or "", "option"))
         return entry
 
@@ -195,7 +195,7 @@ class ModelsMixin:
                     binding_mod.set_setting(self._conn, "reindex", pending)
                     self._record_prompts(entry, embedder.metadata)
             generation = pending["generation"]
-            document_prompt = prompts.for_model(self._conn, entry.sha256, entry.name).document
+            document_prompt = binding_mod.prompts_for(self._conn, entry.sha256, entry.name).document
             done = 0
             while True:
                 todo = [r[0] for r in self._conn.execute(

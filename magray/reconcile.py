@@ -21,7 +21,7 @@ import apsw
 from . import binding as binding_mod
 from . import records, vectors
 from .db import write_transaction
-from .embed import cache, prompts
+from .embed import cache
 from .errors import InvalidInput, ModelError
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def _sync_batch(conn: apsw.Connection, rows: list[tuple[int, str, str | None, bo
                 spans[memory_id] = (len(texts), len(pieces))
                 texts.extend(pieces)
         embedded = cache.embed_cached(conn, embedder, bound.sha256, texts,
-                                      prompt=prompts.for_model(conn, bound.sha256, bound.model_name).document)
+                                      prompt=binding_mod.prompts_for(conn, bound.sha256, bound.model_name).document)
     with write_transaction(conn):
         live = binding_mod.current(conn)
         if embedded is not None and (live is None or live.sha256 != bound.sha256

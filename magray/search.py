@@ -109,7 +109,7 @@ class Ranking:
     # Field weights for bm25(): content, title, tags.
     bm25_weights: tuple[float, float, float] = (1.0, 2.0, 2.0)
     # BM25's term-frequency saturation and length normalisation. FTS5's bm25() fixes k1 = 1.2,
-    # b = 0.75; other values re-score the best `rescore_depth` matches of bm25() (see TextScorer).
+    # b = 0.75 and picks the best `rescore_depth` matches, which TextScorer re-scores with these.
     # A low b suits short texts such as conversation turns: with b = 0.75 a turn is punished
     # for saying one more thing.
     bm25_k1: float = 1.2
@@ -179,10 +179,9 @@ class TextScorer:
     frequency) with Lucene's idf, log(1 + (N - n + 0.5) / (n + 0.5)), which stays positive: with
     FTS5's, a word held by half the memories or more weighs nothing, so in a small file a memory
     matching the query's words could have no text evidence at all. Computed from the memories'
-    text: asking FTS5
-    for each memory's statistics would re-run the full-text query once per memory (~0.1 ms
-    each, measured), while tokenising a short text with FTS5's own tokenizer costs a few
-    microseconds.
+    text: asking FTS5 for each memory's statistics would re-run the full-text query once per
+    memory (~0.1 ms each, measured), while tokenising a short text with FTS5's own tokenizer
+    costs a few microseconds.
 
     The ideal match holds each word once and has the average length, so each word adds
     idf * (k1 + 1) / (1 + k1) = idf to its score: the ideal is the sum of the idfs."""
@@ -305,8 +304,7 @@ def _few_ids(conn: apsw.Connection, filters: Filters, now: float) -> list[int] |
     them (an indexed lookup that stops there); else None."""
     if filters.project is None and filters.session is None:
         return None
-    sql = ("SELECT m.id FROM memories AS m WHERE " + records.query("filter") + " LIMIT :most")
-    ids = [r[0] for r in conn.execute(sql, records.filter_params(filters, now) | {"most": EXACT_SCOPE + 1})]
+    ids = filtered_ids(conn, filters, now, most=EXACT_SCOPE + 1)
     return ids if len(ids) <= EXACT_SCOPE else None
 
 
@@ -326,9 +324,10 @@ def _best_per_memory(hits: list[tuple[int, int, float]], limit: int | None) -> l
     return ranked if limit is None else ranked[:limit]
 
 
-def filtered_ids(conn: apsw.Connection, filters: Filters, now: float) -> list[int]:
-    sql = "SELECT m.id FROM memories AS m WHERE /*FILTER*/".replace("/*FILTER*/", records.query("filter"))
-    return [r[0] for r in conn.execute(sql, records.filter_params(filters, now))]
+def filtered_ids(conn: apsw.Connection, filters: Filters, now: float, most: int = -1) -> list[int]:
+    """The memories the filter admits (at most `most` of them; -1: all)."""
+    sql = "SELECT m.id FROM memories AS m WHERE " + records.query("filter") + " LIMIT :most"
+    return [r[0] for r in conn.execute(sql, records.filter_params(filters, now) | {"most": most})]
 
 
 def visible(conn: apsw.Connection, ids: list[int], filters: Filters, now: float) -> set[int]:
@@ -443,7 +442,7 @@ def _complete(conn: apsw.Connection, generation: int, query_vec, scorer: TextSco
     no_cosine = [h.memory_id for h in text_hits if h.memory_id not in in_vector]
     no_text = [memory_id for memory_id, _ in vector_hits if memory_id not in in_text]
     if no_cosine:
-        rows = vectors.exact(conn, generation, query_vec, no_cosine, len(no_cosine) * 64)
+        rows = vectors.exact(conn, generation, query_vec, no_cosine, None)
         vector_hits = sorted(vector_hits + _best_per_memory(rows, None), key=lambda h: -h[1])
     if no_text:
         found = [h for h in scorer.score(no_text) if h.bm25 > 0]

@@ -28,6 +28,7 @@ Conventions (a user of a personal memory would expect them; each is tested):
 from __future__ import annotations
 
 import functools
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
@@ -96,9 +97,11 @@ class Window:
 
 
 def zone(name: str | tzinfo | None = None) -> tzinfo:
-    """A time zone by IANA name, or the user's local zone (which honours TZ) when none is given."""
+    """A time zone by IANA name; when none is given, $MAGRAY_TZ, else the system's local zone
+    (which honours TZ)."""
     if isinstance(name, tzinfo):
         return name
+    name = name or os.environ.get("MAGRAY_TZ")
     if name:
         try:
             return ZoneInfo(name)
@@ -121,7 +124,7 @@ def find_window(query: str, now: float, tz: tzinfo) -> tuple[str, Window | None]
         if found:
             (start, end), (since, until) = found
         else:
-            (start, end), (since, until) = match.span(), _opened(match.group("prep"), span, now)
+            (start, end), (since, until) = match.span(), _opened(match.group("prep"), span)
         return _without(query, (start, end)), Window(query[start:end].strip(), since, until)
     vague = _VAGUE.search(query)
     if vague:
@@ -164,8 +167,7 @@ def _around(query: str, match: re.Match, span: tuple[float, float], tz: tzinfo):
     if duration is None:
         return None
     n = _count(duration.group("n")) if duration.group("n") else 1.0
-    unit = _unit(duration.group("unit"))
-    length = n * (_UNIT_SECONDS.get(unit) or _UNIT_DAYS[unit] * 86400.0)
+    length = n * _seconds(_unit(duration.group("unit")))
     if preposition == "before":
         return (duration.start(), match.end()), (span[0] - length, span[1])
     return (duration.start(), match.end()), (span[0], span[1] + length)
@@ -184,7 +186,7 @@ def resolve_point(text: str, now: float, tz: tzinfo, *, end: bool = False) -> fl
     span = _span(match, now, tz)
     if span is None:
         return None
-    since, until = _opened(match.group("prep"), span, now)
+    since, until = _opened(match.group("prep"), span)
     if match.group("prep"):
         return since if since is not None else until
     return span[1] if end else span[0]
@@ -208,7 +210,7 @@ def _anchored(match: re.Match, query: str) -> bool:
     return False
 
 
-def _opened(preposition: str | None, span: tuple[float, float], now: float) -> tuple[float | None, float | None]:
+def _opened(preposition: str | None, span: tuple[float, float]) -> tuple[float | None, float | None]:
     """The window a preposition makes of the period `span`."""
     start, end = span
     how = _OPENING.get(re.sub(r"\s+", " ", (preposition or "").lower()))
@@ -290,10 +292,8 @@ def _season(match: re.Match, here: datetime, tz: tzinfo) -> tuple[float, float]:
     else:
         # The most recent season of that name that has begun (or, for "last", has ended).
         year = here.year if (here.month, here.day) >= (first_month, 1) else here.year - 1
-        if first_month == 12 and here.month < 3:
-            year = here.year - 1
-        start = datetime(year, first_month, 1)
-        if (match.group("season_rel") or "").lower() in ("last", "past", "previous") and _add_months(start, 3) > here:
+        ended = _add_months(datetime(year, first_month, 1), 3) <= here
+        if (match.group("season_rel") or "").lower() in ("last", "past", "previous") and not ended:
             year -= 1
     start = datetime(year, first_month, 1)
     return _stamp(start, tz), _stamp(_add_months(start, 3), tz)

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from magray import Filters, Memory
+from magray.errors import InvalidInput
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc).timestamp()  # a Sunday
 DAY = 86400.0
@@ -44,7 +45,7 @@ def test_a_question_about_nothing_stored_returns_nothing(notes, query):
 def test_the_floor_keeps_right_answers(notes):
     mem, ids = notes
     assert mem.search("who repaired the sink?", touch=False)[0].memory.id == ids[6]
-    with pytest.raises(Exception, match="min_score"):
+    with pytest.raises(InvalidInput, match="min_score"):
         mem.search("sink", min_score=float("nan"))
 
 
@@ -114,7 +115,7 @@ def test_cli_since_and_until_take_phrases(cli):
     assert [m["content"] for m in cli.json("list", "--since", "yesterday")["data"]] == ["a note from today"]
     assert cli.json("list", "--until", "last week")["data"] == []
     shown = cli("search", "note from last week", "--explain", "--all")
-    assert "time: nothing matched in 'from last week'" in shown.stdout or "time:" in shown.stdout
+    assert "time: nothing matched in 'last week'" in shown.stdout
     bad = cli("list", "--since", "the day the music died")
     assert bad.returncode == 2 and "bad time" in bad.stderr
 

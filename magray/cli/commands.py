@@ -301,7 +301,7 @@ def cmd_restore(mem: Memory | None, args: argparse.Namespace) -> Any:
     if args.from_replica is not None:
         if args.file:
             raise InvalidInput("give a backup FILE or --from-replica, not both")
-        at = parse_when(args.at, time.time()) if args.at else None
+        at = parse_when(args.at, time.time(), args.tz) if args.at else None
         if mem is None:  # a named replica into a new file: the memory file is not opened at all
             return Memory.restore_replica_copy(args.from_replica, args.to, at=at)
         return mem.restore_from_replica(args.from_replica or None, at=at, to=args.to,

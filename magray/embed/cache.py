@@ -42,7 +42,7 @@ def embed_cached(conn: apsw.Connection, embedder: Embedder, model_sha256: str,
     the write lock."""
     import numpy as np
 
-    model_sha256 = cache_key(model_sha256, prompt)
+    key = cache_key(model_sha256, prompt)
     hashes = [text_hash(t) for t in texts]
     found: dict[str, bytes] = {}
     unique = sorted(set(hashes))
@@ -51,7 +51,7 @@ def embed_cached(conn: apsw.Connection, embedder: Embedder, model_sha256: str,
         found.update(conn.execute(
             "SELECT text_hash, vector FROM embedding_cache WHERE model_sha256 = ? "
             "AND text_hash IN (SELECT value FROM json_each(?))",
-            (model_sha256, json.dumps(batch))).fetchall())
+            (key, json.dumps(batch))).fetchall())
     vectors = np.empty((len(texts), embedder.dim), dtype=np.float32)
     missing: dict[str, int] = {}
     hits = 0
@@ -74,7 +74,7 @@ def embed_cached(conn: apsw.Connection, embedder: Embedder, model_sha256: str,
             if h in new_entries:
                 vectors[i] = np.frombuffer(new_entries[h], dtype=np.float32)
     return Embedded(vectors=vectors, hashes=hashes, new_entries=new_entries, hits=hits,
-                    hit_hashes=hit_hashes, model_key=model_sha256)
+                    hit_hashes=hit_hashes, model_key=key)
 
 
 def cached(conn: apsw.Connection, model_sha256: str, text: str, dim: int,
@@ -82,28 +82,28 @@ def cached(conn: apsw.Connection, model_sha256: str, text: str, dim: int,
     """The cached vector of one text (a search query), or None: no model needs loading for it."""
     import numpy as np
 
-    model_sha256 = cache_key(model_sha256, prompt)
+    key = cache_key(model_sha256, prompt)
     h = text_hash(text)
     row = conn.execute("SELECT vector FROM embedding_cache WHERE model_sha256 = ? AND text_hash = ?",
-                       (model_sha256, h)).fetchone()
+                       (key, h)).fetchone()
     if row is None or len(row[0]) != 4 * dim:
         return None
     vector = np.frombuffer(row[0], dtype=np.float32).reshape(1, dim)
-    return Embedded(vectors=vector, hashes=[h], hits=1, hit_hashes=[h], model_key=model_sha256)
+    return Embedded(vectors=vector, hashes=[h], hits=1, hit_hashes=[h], model_key=key)
 
 
 def store(conn: apsw.Connection, model_sha256: str, embedded: Embedded, now: float,
           max_entries: int | None = None) -> int:
     """Inside the caller's write transaction: add what was computed, mark what was hit as used,
     and evict least-recently-used entries past `max_entries`. Returns how many were evicted."""
-    model_sha256 = embedded.model_key or model_sha256
+    key = embedded.model_key or model_sha256
     conn.executemany(
         "INSERT INTO embedding_cache (model_sha256, text_hash, vector, created_at, used_at) "
         "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET used_at = excluded.used_at",
-        [(model_sha256, h, blob, now, now) for h, blob in embedded.new_entries.items()],
+        [(key, h, blob, now, now) for h, blob in embedded.new_entries.items()],
     )
     conn.executemany("UPDATE embedding_cache SET used_at = ? WHERE model_sha256 = ? AND text_hash = ?",
-                     [(now, model_sha256, h) for h in set(embedded.hit_hashes)])
+                     [(now, key, h) for h in set(embedded.hit_hashes)])
     if max_entries is None or not embedded.new_entries:
         return 0
     excess = conn.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] - max_entries

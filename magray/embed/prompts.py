@@ -2,8 +2,8 @@
 
 e5 wants "query: " and "passage: ", nomic "search_query: " and "search_document: ", bge a sentence
 before queries only; without them such a model retrieves poorly. The prompts of a file's model
-are recorded in the file (settings "prompts", by model sha256) when the model is registered or
-first bound, from the first of: what the user gave (`magray model add --query-prefix ...
+are recorded with the binding (binding.record_prompts, by model sha256) when the model is
+registered or first bound, from the first of: what the user gave (`magray model add --query-prefix ...
 --document-prefix ...`), the GGUF file's own metadata, the defaults of well-known model names
 below. A model with none (all-MiniLM-L6-v2) embeds text as it is, as before.
 
@@ -19,9 +19,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import apsw
-
-SETTING = "prompts"
 _RETRIEVAL_SENTENCE = "Represent this sentence for searching relevant passages: "
 # (pattern on the model's name or file name, query prompt, document prompt), first match wins.
 BUILTIN: tuple[tuple[str, str, str], ...] = (
@@ -70,34 +67,14 @@ def from_metadata(metadata: Mapping[str, str]) -> Prompts | None:
     return Prompts(query, document, "gguf") if query or document else None
 
 
-def recorded(conn: apsw.Connection, sha256: str) -> Prompts | None:
-    from ..binding import get_setting
-
-    entry = (get_setting(conn, SETTING) or {}).get(sha256)
-    return Prompts(**entry) if entry else None
-
-
-def record(conn: apsw.Connection, sha256: str, prompts: Prompts) -> None:
-    """Inside the caller's write transaction."""
-    from ..binding import get_setting, set_setting
-
-    table = dict(get_setting(conn, SETTING) or {})
-    table[sha256] = prompts.to_dict()
-    set_setting(conn, SETTING, table)
-
-
-def for_model(conn: apsw.Connection, sha256: str, *names: str) -> Prompts:
-    """The prompts to embed with for the model `sha256`: recorded, else a well-known name's."""
-    found = recorded(conn, sha256)
-    if found is not None:
-        return found
+def by_name(*names: str) -> Prompts:
+    """The defaults of the first well-known name among `names`, else none."""
     return next((p for p in map(builtin, names) if p is not None), Prompts())
 
 
 def resolve(given: Prompts | None, metadata: Mapping[str, str], *names: str) -> Prompts:
     """What to record for a model: the user's, else the GGUF file's, else a well-known name's."""
-    return given or from_metadata(metadata) or next(
-        (p for p in map(builtin, names) if p is not None), Prompts())
+    return given or from_metadata(metadata) or by_name(*names)
 
 
 def cache_key(model_sha256: str, prompt: str) -> str:
