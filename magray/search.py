@@ -30,7 +30,7 @@ from . import lifecycle, records, vectors
 from .db import read_snapshot
 from .errors import InvalidInput
 from .schema import query
-from .types import Filters, MemoryRecord, SearchHit
+from .types import Filters, SearchHit
 
 MODES = ("hybrid", "vector", "text")
 FUSIONS = ("convex", "rrf")
@@ -92,7 +92,7 @@ class Ranking:
     text_weight: float = 0.5
     vector_weight: float = 0.5
     text_power: float = 2.0
-    single_word_share: float = 0.5
+    single_word_share: float = 0.4
     rrf_k: float = 60.0
     # A memory of a conversation is often the answer to the one before it ("who was it?" "Matt"),
     # which alone matches none of the query's words: each memory passes a share of its text score
@@ -111,9 +111,10 @@ class Ranking:
     # BM25's term-frequency saturation and length normalisation. FTS5's bm25() fixes k1 = 1.2,
     # b = 0.75 and picks the best `rescore_depth` matches, which TextScorer re-scores with these.
     # A low b suits short texts such as conversation turns: with b = 0.75 a turn is punished
-    # for saying one more thing.
+    # for saying one more thing (LoCoMo dev R@5: b 0 / 0.05 / 0.1 / 0.25 gave 0.718 / 0.724 /
+    # 0.721 / 0.708, bench/RESULTS.md).
     bm25_k1: float = 1.2
-    bm25_b: float = 0.1
+    bm25_b: float = 0.05
     rescore_depth: int = 100
     recency_weight: float = 0.1
     use_weight: float = 0.05
@@ -424,10 +425,11 @@ def find(conn: apsw.Connection, text: str, query_vec, generation: int | None, fi
         # A near-duplicate alias stands for the memory it was merged into, which must itself
         # pass the filter (live, unexpired, in scope) to be returned.
         parts = lifecycle.fold_parts(conn, parts)
-        allowed = visible(conn, list(parts), filters, now)
-        parts = {memory_id: p for memory_id, p in parts.items() if memory_id in allowed}
-        found = records.get_many(conn, list(parts))
-    return rank(found, parts, now, k, ranking, min_score)
+        ranked = rank(standing(conn, list(parts), filters, now), parts, now, k, ranking, min_score)
+        # Whole records (content, metadata) only for the memories returned.
+        found = records.get_many(conn, [memory_id for memory_id, _, _ in ranked])
+    return [SearchHit(memory=found[memory_id], score=score, parts=p) for memory_id, score, p in ranked
+            if memory_id in found]
 
 
 def _complete(conn: apsw.Connection, generation: int, query_vec, scorer: TextScorer,
@@ -450,23 +452,40 @@ def _complete(conn: apsw.Connection, generation: int, query_vec, scorer: TextSco
     return text_hits, vector_hits
 
 
-def rank(records_by_id: dict[int, MemoryRecord], parts: dict[int, dict], now: float, k: int,
-         ranking: Ranking = DEFAULT_RANKING, min_score: float = 0.0) -> list[SearchHit]:
-    """Fused relevance, lifted a little by recency (per-layer half-life) and by use; memories
-    whose relevance is below `min_score` are left out (none when it is 0)."""
+class Standing(NamedTuple):
+    """What ranking needs of a memory besides its relevance."""
+    layer: str
+    created_at: float
+    access_count: int
+
+
+def standing(conn: apsw.Connection, ids: list[int], filters: Filters, now: float) -> dict[int, Standing]:
+    """The layer, age and use of each memory of `ids` that the filter admits (live, unexpired,
+    in scope)."""
+    sql = ("SELECT m.id, m.layer, m.created_at, m.access_count FROM memories AS m "
+           "WHERE m.id IN (SELECT value FROM json_each(:ids)) AND " + records.query("filter"))
+    params = records.filter_params(filters, now) | {"ids": json.dumps(ids)}
+    return {row[0]: Standing(*row[1:]) for row in conn.execute(sql, params)}
+
+
+def rank(standings: dict[int, Standing], parts: dict[int, dict], now: float, k: int,
+         ranking: Ranking = DEFAULT_RANKING, min_score: float = 0.0) -> list[tuple[int, float, dict]]:
+    """(memory id, score, parts) of the best `k`: fused relevance, lifted a little by recency
+    (per-layer half-life) and by use; memories whose relevance is below `min_score` are left out
+    (none when it is 0), and so are those without a standing (not admitted)."""
     half_lives = dict(ranking.half_life_days)
-    hits = []
+    ranked = []
     for memory_id, p in parts.items():
-        record = records_by_id.get(memory_id)
+        record = standings.get(memory_id)
         if record is None or (min_score > 0 and p["fused"] < min_score):
             continue
         age_days = max(0.0, now - record.created_at) / 86400.0
         recency = 0.5 ** (age_days / half_lives.get(record.layer, 30.0))
         use = math.log1p(record.access_count) / math.log1p(100)
         score = p["fused"] * (1 + ranking.recency_weight * recency + ranking.use_weight * min(use, 1.0))
-        p = dict(p, recency=round(recency, 6), use=round(use, 6),
-                 **{name: round(p[name], 6) for name in ("fused", "text_score", "context")
-                    if p.get(name) is not None})
-        hits.append(SearchHit(memory=record, score=score, parts=p))
-    hits.sort(key=lambda h: (-h.score, -h.memory.created_at, -h.memory.id))
-    return hits[:k]
+        ranked.append((memory_id, score, record.created_at, p, recency, use))
+    ranked.sort(key=lambda r: (-r[1], -r[2], -r[0]))
+    return [(memory_id, score, dict(p, recency=round(recency, 6), use=round(use, 6),
+                                    **{name: round(p[name], 6) for name in ("fused", "text_score", "context")
+                                       if p.get(name) is not None}))
+            for memory_id, score, _, p, recency, use in ranked[:k]]
