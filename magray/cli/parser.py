@@ -183,10 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(subs, "unmerge", "make a merged near-duplicate a memory of its own again", "  magray unmerge 43\n", common)
     p.add_argument("id", type=int)
 
-    p = _sub(subs, "stats", "counters, memories per layer by month, activity per day",
-             "  magray stats\n  magray stats --days 30 --json\n"
+    p = _sub(subs, "stats", "counters, memories per layer by month, activity per day, space per part of the file",
+             "  magray stats\n  magray stats --days 30 --json\n  magray stats --space\n"
              "  magray stats --format prometheus > /var/lib/node_exporter/textfile/magray.prom\n", common)
     p.add_argument("--days", type=int, default=14)
+    p.add_argument("--space", action="store_true",
+                   help="also what each part of the file costs, in bytes and per memory (reads every page: "
+                        "about a second per GB)")
     p.add_argument("--format", choices=("text", "prometheus"), default="text",
                    help="prometheus: the text exposition format, for node_exporter's textfile collector")
 
