@@ -70,7 +70,9 @@ def decode(blobs: Sequence[bytes], dim: int) -> np.ndarray:
         if len(blob) not in (2 * dim, 4 * dim):
             raise StoreError(f"a stored vector has {len(blob)} bytes, not {dim} float16 or float32 values: "
                              "run `magray doctor`")
-        out[i] = _unit(np.frombuffer(blob, dtype=STORED)) if len(blob) == 2 * dim else np.frombuffer(blob, dtype="<f4")
+        out[i] = np.frombuffer(blob, dtype=STORED if len(blob) == 2 * dim else "<f4")
+        if len(blob) == 2 * dim:
+            out[i] = _unit(out[i])
     return out
 
 
@@ -336,10 +338,12 @@ def _best(rows: list[tuple[int, int, bytes]], query: np.ndarray,
     return [(rows[i][0], rows[i][1], float(sims[i])) for i in order]
 
 
-def to_float16(conn: apsw.Connection, generation: int, budget: int = CONVERT_BATCH) -> int | None:
-    """Convert up to `budget` float32 vectors of a file written before float16 storage, in one
-    short write transaction, in chunk order; where it got to is kept in the settings. Returns how
-    many were converted, or None once every vector of `generation` is float16."""
+def to_float16(conn: apsw.Connection, generation: int, budget: int | None = None) -> int | None:
+    """Convert the float32 vectors of a file written before float16 storage, up to `budget`
+    chunks (default CONVERT_BATCH) in one short write transaction, in chunk order; where it got
+    to is kept in the settings. Returns how many were converted, or None once every vector of
+    `generation` is float16."""
+    budget = budget or CONVERT_BATCH
     key = _converted_key(generation)
     with write_transaction(conn):
         row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
