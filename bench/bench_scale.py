@@ -185,8 +185,8 @@ def measure(mem: Memory, path: Path, queries, query_vecs, vecs, repeats: int, n:
 
 
 def space_table(space: dict) -> str:
-    return "\n".join(f"    {p['name']:<31} {p['bytes'] / 1e6:>9.1f} MB {p['bytes_per_memory']:>8,.0f} B/memory"
-                     for p in space["parts"])
+    return "\n".join(f"    {p['name']:<31} {p['bytes'] / 1e6:>9.1f} MB {p['bytes_per_memory']:>8,.0f} B/memory "
+                     f"({p['unused_bytes'] / 1e6:.1f} MB unused in its pages)" for p in space["parts"])
 
 
 def convert(trained: Path, n: int, query_vecs, vecs) -> dict:

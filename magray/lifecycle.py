@@ -264,24 +264,30 @@ def part_of(table: str) -> str:
 def file_parts(conn: apsw.Connection) -> dict[str, Any]:
     """What each part of the file costs: the pages of its tables and indexes, from SQLite's dbstat
     (which reads every page: ~1 s per GB), in bytes and bytes per memory row (deleted ones
-    included: they hold space until purged). The parts add up to the used pages; free pages are
-    apart (VACUUM gives them back)."""
+    included: they hold space until purged), and how much of those pages is unused (after many
+    deletes, or the float16 conversion of an older file: VACUUM packs them). The parts add up to
+    the used pages; free pages are apart (VACUUM gives them back too)."""
     from .db import read_snapshot
 
     with read_snapshot(conn):
         owner = dict(conn.execute("SELECT name, tbl_name FROM sqlite_schema WHERE type IN ('table', 'index')"))
         sizes = dict.fromkeys([name for name, _ in FILE_PARTS] + [OTHER_PART], 0)
-        for name, size in conn.execute("SELECT name, pgsize FROM dbstat WHERE aggregate = TRUE"):
-            sizes[part_of(owner.get(name, name))] += size
+        unused = dict.fromkeys(sizes, 0)
+        for name, size, spare in conn.execute("SELECT name, pgsize, unused FROM dbstat WHERE aggregate = TRUE"):
+            part = part_of(owner.get(name, name))
+            sizes[part] += size
+            unused[part] += spare
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         free = conn.execute("PRAGMA freelist_count").fetchone()[0]
         memories = conn.execute("SELECT count(*) FROM memories").fetchone()[0]
     if pages * page_size > _LOCK_BYTE:
         sizes[OTHER_PART] += page_size
+        unused[OTHER_PART] += page_size
     return {
         "memories": memories, "page_size": page_size,
         "used_bytes": (pages - free) * page_size, "free_bytes": free * page_size,
-        "parts": [{"name": name, "bytes": size, "bytes_per_memory": round(size / memories, 1) if memories else None}
+        "parts": [{"name": name, "bytes": size, "bytes_per_memory": round(size / memories, 1) if memories else None,
+                   "unused_bytes": unused[name]}
                   for name, size in sorted(sizes.items(), key=lambda item: -item[1])],
     }

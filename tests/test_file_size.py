@@ -161,7 +161,7 @@ def test_the_parts_of_the_file_add_up_to_its_used_pages(mem):
     assert list(parts) == [p["name"] for p in sorted(space["parts"], key=lambda p: -p["bytes"])]
     assert set(parts) == {name for name, _ in lifecycle.FILE_PARTS} | {"other"}
     assert sum(p["bytes"] for p in parts.values()) == space["used_bytes"]
-    assert all(p["bytes"] % page_size == 0 for p in parts.values())
+    assert all(p["bytes"] % page_size == 0 and 0 <= p["unused_bytes"] < p["bytes"] for p in parts.values())
     for name in ("re-rank vectors", "vector signatures", "memories and metadata", "full-text index", "chunks",
                  "embedding cache", "other"):
         assert parts[name]["bytes"] > 0, name

@@ -193,10 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "prometheus"), default="text",
                    help="prometheus: the text exposition format, for node_exporter's textfile collector")
 
-    p = _sub(subs, "optimize", "re-balance the vector index, FTS optimize, ANALYZE, WAL checkpoint "
-             "(and VACUUM); safe while in use",
+    p = _sub(subs, "optimize", "convert an older file's float32 vectors to float16, re-balance the vector "
+             "index, FTS optimize, ANALYZE, WAL checkpoint (and VACUUM); safe while in use",
              "  magray optimize\n  magray optimize --vacuum\n", common)
-    p.add_argument("--vacuum", action="store_true")
+    p.add_argument("--vacuum", action="store_true",
+                   help="also rewrite the file packed, giving free and half-empty pages back (blocks writers "
+                        "meanwhile: ~20 s at 1M memories)")
 
     _sub(subs, "sessions", "list sessions with their memory counts", "  magray sessions\n", common)
     _sub(subs, "projects", "list projects with their memory counts", "  magray projects\n", common)
