@@ -109,8 +109,8 @@ def test_migration_keeps_foreign_keys_and_runs_once(tmp_path):
     db = tmp_path / "v4.db"
     _version_4_file(db)
     conn = open_raw(db)
-    assert migrate(conn, db) == 5
+    assert migrate(conn, db) == latest_version()
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-    assert migrate(conn, db) == 5
+    assert migrate(conn, db) == latest_version()
     conn.close()
