@@ -17,9 +17,13 @@ index), then after `Memory.optimize()` trains the ANN lists and re-files every v
 - file size per memory.
 
     python bench/bench_scale.py [--sizes 100000,1000000] [--queries 30] [--db DIR] [--json FILE]
+    python bench/bench_scale.py --sizes 1000000 --db DIR --convert
 
 `--db DIR` keeps each built file (DIR/scale-<n>.db, before training; the trained copy is
-DIR/scale-<n>-ann.db) and reuses them on the next run.
+DIR/scale-<n>-ann.db) and reuses them on the next run. `--convert` measures, instead, what
+`Memory.optimize()` does to a trained file of an earlier run whose vectors are float32 (written
+before float16 storage): recall@10, size and the parts of the file (`stats(space=True)`) before,
+after the conversion, and after VACUUM, on a copy in a temporary folder (DIR is not changed).
 """
 
 from __future__ import annotations
@@ -180,6 +184,39 @@ def measure(mem: Memory, path: Path, queries, query_vecs, vecs, repeats: int, n:
     return row
 
 
+def space_table(space: dict) -> str:
+    return "\n".join(f"    {p['name']:<31} {p['bytes'] / 1e6:>9.1f} MB {p['bytes_per_memory']:>8,.0f} B/memory "
+                     f"({p['unused_bytes'] / 1e6:.1f} MB unused in its pages)" for p in space["parts"])
+
+
+def convert(trained: Path, n: int, query_vecs, vecs) -> dict:
+    """recall@10, KB/memory and the parts of a copy of `trained` (float32 vectors), then after
+    `Memory.optimize()` converted them to float16, then after `optimize(vacuum=True)`."""
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / trained.name
+        shutil.copyfile(trained, copy)
+        with Memory.open(copy, profile="fast", clock=lambda: NOW) as mem:
+            for label, step in (("float32 (as written before)", None), ("converted", mem.optimize),
+                                ("converted + VACUUM", lambda: mem.optimize(vacuum=True))):
+                row: dict = {}
+                if step is not None:
+                    start = time.perf_counter()
+                    done = step()
+                    row["optimize_s"] = time.perf_counter() - start
+                    row["vectors_to_float16"] = done["vectors_to_float16"]
+                row["vector_recall_at_10"] = recall(mem, vecs, query_vecs)
+                mem.checkpoint("TRUNCATE")
+                row["kb_per_memory"] = copy.stat().st_size / n / 1024
+                start = time.perf_counter()
+                row["space"] = mem.stats(space=True)["space"]
+                row["stats_space_s"] = time.perf_counter() - start
+                out[label] = row
+                print(f"  {label}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "space"), flush=True)
+                print(space_table(row["space"]), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000", help="memory counts (default 100000,1000000)")
@@ -191,7 +228,12 @@ def main() -> None:
     parser.add_argument("--sweep", metavar="SHARES:POOLS",
                         help="also, on each file, the vector side's recall and p50 for these probe shares "
                              "and candidate pools, e.g. 0.1,0.2:512,1024 (the lists' settings, tried)")
+    parser.add_argument("--convert", action="store_true",
+                        help="with --db: convert a copy of each trained file of an earlier run (float32 "
+                             "vectors) to float16 and measure recall, size and parts before and after")
     args = parser.parse_args()
+    if args.convert and args.db is None:
+        parser.error("--convert needs --db DIR (the files of an earlier run)")
     sizes = [int(s) for s in args.sizes.split(",")]
     queries = QUESTIONS[:args.queries]
     print(load_note())
@@ -204,7 +246,8 @@ def main() -> None:
     start = time.perf_counter()
     kept = folder / "base.npy"  # the base the kept files were built from (recall needs the same)
     base = np.load(kept) if kept.exists() else embedder.embed(random.Random(1).sample(lines, 3000))
-    np.save(kept, base)
+    if not kept.exists():
+        np.save(kept, base)
     query_vecs = embedder.embed(queries)
     embedder.close()
     print(f"{len(lines):,} distinct package descriptions; 3,000 embedded for the base vectors in "
@@ -215,6 +258,11 @@ def main() -> None:
         for n in sizes:
             vecs = mixed_vectors(base, n, seed=n)
             path, trained = folder / f"scale-{n}.db", folder / f"scale-{n}-ann.db"
+            if args.convert:
+                if not trained.exists():
+                    raise SystemExit(f"{trained} does not exist: run without --convert first")
+                results["sizes"][n] = convert(trained, n, query_vecs, vecs)
+                continue
             if not path.exists():
                 start = time.perf_counter()
                 build_store(path, vecs, corpus(lines, n, seed=n), now=NOW).close()

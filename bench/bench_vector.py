@@ -109,7 +109,7 @@ def main() -> None:
             def search(q):
                 got = conn.execute(f"SELECT memory_id, embedding FROM {name} WHERE embedding_bits "
                                    "MATCH vec_quantize_binary(?) AND k = ?", (q.tobytes(), pool)).fetchall()
-                m = np.frombuffer(b"".join(r[1] for r in got), dtype=np.float32).reshape(len(got), -1)
+                m = vectors.decode([r[1] for r in got], len(q))
                 return [got[i][0] for i in np.argsort(-(m @ q))[:K]]
             return search
 

@@ -10,7 +10,6 @@ re-embeds memories whose vectors are missing. Damage that cannot be rebuilt (a f
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,8 +28,6 @@ from .schema import query
 SAMPLE = 10
 # Memories re-embedded per write transaction during a repair.
 REEMBED_BATCH = 64
-
-_DIM = re.compile(r"\bembedding_bits\s+bit\[(\d+)\]", re.IGNORECASE)  # see vectors.create
 
 
 @dataclass
@@ -230,14 +227,14 @@ def _fts_rows(conn: apsw.Connection) -> list[Finding]:
 
 def _vector_findings(conn: apsw.Connection, bound: binding_mod.Binding, counts: dict[str, int]) -> list[Finding]:
     table = vectors.table(bound.generation)
-    row = conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)).fetchone()
-    if row is None:
+    exists = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    if exists is None:
         live = _ids(conn, "SELECT id FROM memories WHERE deleted_at IS NULL ORDER BY id")
         return [Finding("vector_table_missing", len(live), f"the vector table {table} of the bound model is "
                         "missing: every memory must be re-embedded", True, live[:SAMPLE])]
-    dim = _DIM.search(row[0])
-    if dim is None or int(dim.group(1)) != bound.dim:
-        got = dim.group(1) if dim else "unknown"
+    dim = vectors.dimension(conn, bound.generation)
+    if dim != bound.dim:
+        got = dim or "unknown"
         return [Finding("dimension_mismatch", 1, f"{table} holds {got}-dim vectors but the binding says "
                         f"{bound.dim} ({bound.model_name}): run `magray reindex --model NAME`", False)]
     counts["vectors"] = _scalar(conn, f"SELECT count(*) FROM {table}")

@@ -157,8 +157,6 @@ def fold_parts(conn: apsw.Connection, parts: dict[int, dict[str, Any]]) -> dict[
 def duplicate_groups(conn: apsw.Connection, bound: Binding, layers: list[str],
                      min_similarity: float) -> list[list[int]]:
     """Groups of live memories (same layer and project) whose vectors are near-duplicates."""
-    import numpy as np
-
     from .types import Filters
 
     parent: dict[int, int] = {}
@@ -176,7 +174,7 @@ def duplicate_groups(conn: apsw.Connection, bound: Binding, layers: list[str],
     texts = {r[0]: r[4] for r in rows}
     live = set(texts)
     for memory_id, blob, layer, project, _ in rows:
-        vec = np.frombuffer(blob, dtype=np.float32)
+        vec = vectors.decode([blob], bound.dim)[0]
         for _, other, sim in vectors.knn(conn, bound.generation, vec, 5,
                                          Filters(layers=(layer,), project=project), candidates=64):
             if other != memory_id and other in live and sim >= min_similarity \
@@ -240,3 +238,56 @@ def optimize(conn: apsw.Connection, vacuum: bool, checkpoint: str = "TRUNCATE") 
     if checkpoint not in ("PASSIVE", "TRUNCATE"):
         raise ValueError(checkpoint)
     conn.execute(f"PRAGMA wal_checkpoint({checkpoint})").fetchall()
+
+
+# The parts of the file that `stats(space=True)` shows, by the table each b-tree belongs to (an
+# index counts with its table), first match wins; everything else is "other".
+FILE_PARTS = (
+    ("re-rank vectors", re.compile(r"vec_chunks_\d+_auxiliary")),  # float16, see vectors.encode
+    ("vector signatures", re.compile(r"vec_chunks_\d+_vector_chunks\d+")),  # one bit a dimension
+    ("vector metadata and ANN lists", re.compile(r"vec_chunks_\d+(_\w+)?|ann_lists_\d+")),
+    ("full-text index", re.compile(r"memories_fts(_\w+)?")),
+    ("chunks", re.compile(r"chunks")),
+    ("embedding cache", re.compile(r"embedding_cache")),
+    ("events and counters", re.compile(r"events|counters|daily_counters")),
+    ("memories and metadata", re.compile(r"memories|memory_tags|memory_uses")),
+)
+OTHER_PART = "other"
+# SQLite never uses the page at byte offset 2^30 (its locking range) of a file larger than that.
+_LOCK_BYTE = 1 << 30
+
+
+def part_of(table: str) -> str:
+    return next((name for name, pattern in FILE_PARTS if pattern.fullmatch(table)), OTHER_PART)
+
+
+def file_parts(conn: apsw.Connection) -> dict[str, Any]:
+    """What each part of the file costs: the pages of its tables and indexes, from SQLite's dbstat
+    (which reads every page: ~1 s per GB), in bytes and bytes per memory row (deleted ones
+    included: they hold space until purged), and how much of those pages is unused (after many
+    deletes, or the float16 conversion of an older file: VACUUM packs them). The parts add up to
+    the used pages; free pages are apart (VACUUM gives them back too)."""
+    from .db import read_snapshot
+
+    with read_snapshot(conn):
+        owner = dict(conn.execute("SELECT name, tbl_name FROM sqlite_schema WHERE type IN ('table', 'index')"))
+        sizes = dict.fromkeys([name for name, _ in FILE_PARTS] + [OTHER_PART], 0)
+        unused = dict.fromkeys(sizes, 0)
+        for name, size, spare in conn.execute("SELECT name, pgsize, unused FROM dbstat WHERE aggregate = TRUE"):
+            part = part_of(owner.get(name, name))
+            sizes[part] += size
+            unused[part] += spare
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        memories = conn.execute("SELECT count(*) FROM memories").fetchone()[0]
+    if pages * page_size > _LOCK_BYTE:
+        sizes[OTHER_PART] += page_size
+        unused[OTHER_PART] += page_size
+    return {
+        "memories": memories, "page_size": page_size,
+        "used_bytes": (pages - free) * page_size, "free_bytes": free * page_size,
+        "parts": [{"name": name, "bytes": size, "bytes_per_memory": round(size / memories, 1) if memories else None,
+                   "unused_bytes": unused[name]}
+                  for name, size in sorted(sizes.items(), key=lambda item: -item[1])],
+    }

@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from . import binding as binding_mod
-from . import lifecycle, rebalance, records
+from . import lifecycle, rebalance, records, vectors
 from .errors import InvalidInput, StoreError
 from .timeutil import iso
 from .types import MemoryRecord
@@ -100,15 +100,19 @@ class LifecycleMixin:
             lifecycle.purge(self._conn, items, now)
         return len(ids)
 
-    def stats(self: Memory, days: int = 14) -> dict[str, Any]:
-        """Counters, memories per layer by month, and activity per day."""
-        return {
+    def stats(self: Memory, days: int = 14, *, space: bool = False) -> dict[str, Any]:
+        """Counters, memories per layer by month, and activity per day; with `space`, also what
+        each part of the file costs (it reads every page of the file: ~1 s per GB)."""
+        out = {
             "counters": records.counters(self._conn),
             "layers_by_month": [{"month": m, "layer": layer, "count": n}
                                 for m, layer, n in lifecycle.layers_by_month(self._conn)],
             "activity_by_day": [{"day": d, "name": name, "value": v}
                                 for d, name, v in lifecycle.activity_by_day(self._conn, days)],
         }
+        if space:
+            out["space"] = lifecycle.file_parts(self._conn)
+        return out
 
     def metrics(self: Memory) -> str:
         """Counters and gauges in the Prometheus text exposition format."""
@@ -118,15 +122,23 @@ class LifecycleMixin:
         return exposition(self.status(), last_backup, self.now())
 
     def optimize(self: Memory, *, vacuum: bool = False) -> dict[str, int]:
-        """Train or finish re-balancing the ANN index when due, FTS optimize, planner statistics,
-        WAL checkpoint (and VACUUM): sizes before and after, and what the index did."""
+        """Convert the float32 vectors of a file written before to float16, train or finish
+        re-balancing the ANN index when due, FTS optimize, planner statistics, WAL checkpoint (and
+        VACUUM, which gives the space the conversion freed back): sizes before and after, and what
+        was done to the vectors."""
         before = self._file_bytes()
         from .replication import is_replicated
 
+        # A short write transaction per batch (see vectors.to_float16), so writers never wait long.
+        converted = 0
+        for generation in binding_mod.generations(self._conn):
+            while (n := vectors.to_float16(self._conn, generation)) is not None:
+                converted += n
         bound = binding_mod.current(self._conn)
         index = rebalance.run(self._conn, bound.generation) if bound is not None else {}
         lifecycle.optimize(self._conn, vacuum, "PASSIVE" if is_replicated(self._conn) else "TRUNCATE")
-        return {"bytes_before": before, "bytes_after": self._file_bytes()} | index
+        return {"bytes_before": before, "bytes_after": self._file_bytes(),
+                "vectors_to_float16": converted} | index
 
     def _file_bytes(self: Memory) -> int:
         total = 0

@@ -54,7 +54,7 @@ def train(conn: apsw.Connection, generation: int, *, lists: int | None = None, s
         blobs += [r[2] for r in vectors.float_rows(conn, generation, chosen[start:start + 5000].tolist())]
     if not blobs:
         return False
-    sample = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
+    sample = vectors.decode(blobs, vectors.dimension(conn, generation))
     centroids = ann.kmeans(sample, n, seed=seed)
     with write_transaction(conn):
         now = ann.state(conn, generation)
@@ -83,10 +83,12 @@ def refile(conn: apsw.Connection, generation: int, budget: int = REFILE_BATCH) -
         floats = {chunk_id: blob for chunk_id, _, blob in vectors.float_rows(conn, generation, [r[0] for r in todo])}
         table = vectors.table(generation)
         conn.executemany(f"DELETE FROM {table} WHERE chunk_id = ?", [(c,) for c in floats])
+        found = [r for r in todo if r[0] in floats]
         vectors.file_rows(conn, generation, [
             {"chunk_id": chunk_id, "layer": layer, "project": project, "session": session,
-             "created_at": created_at, "memory_id": memory_id, "embedding": floats[chunk_id]}
-            for chunk_id, memory_id, layer, project, session, created_at in todo if chunk_id in floats])
+             "created_at": created_at, "memory_id": memory_id}
+            for chunk_id, memory_id, layer, project, session, created_at in found],
+            vectors.decode([floats[r[0]] for r in found], vectors.dimension(conn, generation)))
         if len(todo) < budget:
             ann.finish_refile(conn, generation)
         else:

@@ -54,16 +54,16 @@ def _live_records(conn: apsw.Connection) -> Iterator[list[MemoryRecord]]:
 
 def _chunk_vectors(conn: apsw.Connection, generation: int, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     """memory id -> its chunks in order, each {text_hash, vector (list of floats)}."""
-    import numpy as np
-
     out: dict[int, list[dict[str, Any]]] = {}
     rows = conn.execute(
         f"SELECT c.memory_id, c.text_hash, v.embedding FROM chunks AS c JOIN {vectors.table(generation)} AS v "
         "ON v.chunk_id = c.id WHERE c.generation = ? AND c.memory_id IN (SELECT value FROM json_each(?)) "
         "ORDER BY c.memory_id, c.seq", (generation, json.dumps(ids)))
-    for memory_id, text_hash, blob in rows:
-        vector = np.frombuffer(blob, dtype="<f4").tolist()
-        out.setdefault(memory_id, []).append({"text_hash": text_hash, "vector": vector})
+    rows = rows.fetchall()
+    # Exported as float32 values whatever the stored form (see vectors.encode).
+    matrix = vectors.decode([r[2] for r in rows], vectors.dimension(conn, generation)) if rows else []
+    for (memory_id, text_hash, _), vector in zip(rows, matrix):
+        out.setdefault(memory_id, []).append({"text_hash": text_hash, "vector": vector.astype("<f4").tolist()})
     return out
 
 

@@ -2,18 +2,24 @@
 dimension) drives a fast coarse KNN pass inside sqlite-vec; the float vector rides along as an
 auxiliary column for the exact cosine re-rank. Layer and shard are partition keys, the other filter
 fields metadata columns, so that filters apply inside the scan. The shard of a vector is its list
-in the ANN index (magray/ann.py): a query scans only the lists nearest to it. Numbers:
-bench/RESULTS.md."""
+in the ANN index (magray/ann.py): a query scans only the lists nearest to it. The float vector is
+stored as float16 (`encode`), half the bytes of float32 for a cosine within 1e-5 of it; files
+written before hold float32 rows, which `decode` reads as well and `Memory.optimize()` converts
+(`to_float16`). Numbers: bench/RESULTS.md."""
 
 from __future__ import annotations
 
 import json
+import re
 import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import apsw
 
 from . import ann
+from .db import write_transaction
+from .errors import StoreError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,15 +37,70 @@ CANDIDATES = 256
 MAX_CANDIDATES = 2048
 # The largest k sqlite-vec accepts in one KNN query (SQLITE_VEC_VEC0_K_MAX).
 MAX_K = 4096
+# How the float vector is stored: little-endian float16 (768 bytes for 384 dimensions, ~5 rows in a
+# 4 KB page; float32 fit 2). Unit vectors lose < 1e-5 of cosine (tests/test_vectors.py).
+STORED = "<f2"
+# float32 rows converted to float16 per write transaction by `to_float16` (~0.1 s on 2 cores).
+CONVERT_BATCH = 2_000
+_DIM = re.compile(r"\bembedding_bits\s+bit\[(\d+)\]", re.IGNORECASE)  # see create
 
 
 def table(generation: int) -> str:
     return f"vec_chunks_{int(generation)}"
 
 
+def encode(matrix: np.ndarray) -> list[bytes]:
+    """The stored form of float vectors (one per row): little-endian float16."""
+    import numpy as np
+
+    return [row.tobytes() for row in np.asarray(matrix, dtype=STORED)]
+
+
+def decode(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """Stored vectors as float32 rows, shape (len(blobs), dim): float16 blobs (2 bytes a dimension)
+    and the float32 ones (4 bytes) of files written before, told apart by their length. float16
+    rows are scaled back to unit length: rounding moves a length by up to ~1e-4 but a direction by
+    far less, and the re-rank takes a dot product for the cosine."""
+    import numpy as np
+
+    if all(len(b) == 2 * dim for b in blobs):
+        return _unit(np.frombuffer(b"".join(blobs), dtype=STORED).reshape(len(blobs), dim).astype(np.float32))
+    out = np.empty((len(blobs), dim), dtype=np.float32)
+    for i, blob in enumerate(blobs):
+        if len(blob) not in (2 * dim, 4 * dim):
+            raise StoreError(f"a stored vector has {len(blob)} bytes, not {dim} float16 or float32 values: "
+                             "run `magray doctor`")
+        out[i] = np.frombuffer(blob, dtype=STORED if len(blob) == 2 * dim else "<f4")
+        if len(blob) == 2 * dim:
+            out[i] = _unit(out[i])
+    return out
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1)
+
+
+def dimension(conn: apsw.Connection, generation: int) -> int | None:
+    """The dimension of the vector table of `generation`, from its definition (None: no table)."""
+    row = conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?",
+                       (table(generation),)).fetchone()
+    found = _DIM.search(row[0]) if row else None
+    return int(found.group(1)) if found else None
+
+
+def _converted_key(generation: int) -> str:
+    return f"float16:{int(generation)}"
+
+
 def create(conn: apsw.Connection, generation: int, dim: int) -> None:
     # The float vector is an auxiliary (+) column: a plain row lookup, whereas reading a vec0
     # vector column costs ~0.3 ms a row (it seeks inside a chunk blob of 1024 vectors).
+    if dimension(conn, generation) is None:  # a new table holds float16 rows only
+        conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, 'true')",
+                     (_converted_key(generation),))
     conn.execute(
         f"CREATE VIRTUAL TABLE IF NOT EXISTS {table(generation)} USING vec0("
         "chunk_id INTEGER PRIMARY KEY, "
@@ -54,13 +115,15 @@ def create(conn: apsw.Connection, generation: int, dim: int) -> None:
 
 def drop(conn: apsw.Connection, generation: int) -> None:
     conn.execute(f"DROP TABLE IF EXISTS {table(generation)}")
+    conn.execute("DELETE FROM settings WHERE key = ?", (_converted_key(generation),))
     ann.drop(conn, generation)
 
 
 def _insert_sql(name: str) -> str:
+    # The bits come from the float32 vector (:floats), as they always did.
     return (f"INSERT INTO {name} (chunk_id, layer, shard, embedding_bits, project, session, "
             "created_at, memory_id, embedding) "
-            "VALUES (:chunk_id, :layer, :shard, vec_quantize_binary(:embedding), "
+            "VALUES (:chunk_id, :layer, :shard, vec_quantize_binary(:floats), "
             ":project, :session, :created_at, :memory_id, :embedding)")
 
 
@@ -74,20 +137,21 @@ def insert_chunks(conn: apsw.Connection, generation: int, memory_id: int, layer:
         (memory_id, generation, seq, h)).fetchone()[0] for seq, h in enumerate(hashes)]
     file_rows(conn, generation, [
         {"chunk_id": chunk_id, "layer": layer, "project": project, "session": session,
-         "created_at": created_at, "memory_id": memory_id, "embedding": vec.astype("<f4").tobytes()}
-        for chunk_id, vec in zip(chunk_ids, vectors)])
+         "created_at": created_at, "memory_id": memory_id} for chunk_id in chunk_ids], vectors)
 
 
-def file_rows(conn: apsw.Connection, generation: int, rows: list[dict]) -> None:
-    """Insert vector rows (chunk_id, layer, project, session, created_at, memory_id, embedding
-    as float32 bytes), each into the list of the ANN index nearest to it."""
+def file_rows(conn: apsw.Connection, generation: int, rows: list[dict], matrix: np.ndarray) -> None:
+    """Insert vector rows (chunk_id, layer, project, session, created_at, memory_id), row i with
+    the float vector matrix[i], each into the list of the ANN index nearest to it."""
     import numpy as np
 
     if not rows:
         return
-    matrix = np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    matrix = np.asarray(matrix, dtype=np.float32).reshape(len(rows), -1)
     shards = ann.assign(conn, generation, [r["chunk_id"] for r in rows], matrix)
-    conn.executemany(_insert_sql(table(generation)), [r | {"shard": s} for r, s in zip(rows, shards)])
+    conn.executemany(_insert_sql(table(generation)), [
+        r | {"shard": s, "floats": vec.astype("<f4").tobytes(), "embedding": blob}
+        for r, s, vec, blob in zip(rows, shards, matrix, encode(matrix))])
 
 
 def _rows_for_memories(conn: apsw.Connection, generation: int, memory_ids: list[int],
@@ -107,7 +171,7 @@ def vectors_of(conn: apsw.Connection, generation: int, memory_id: int) -> np.nda
     rows = conn.execute(
         f"SELECT v.embedding FROM chunks AS c JOIN {table(generation)} AS v ON v.chunk_id = c.id "
         "WHERE c.generation = ? AND c.memory_id = ? ORDER BY c.seq", (generation, memory_id)).fetchall()
-    return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows]) if rows else np.empty((0, 0))
+    return decode([r[0] for r in rows], dimension(conn, generation)) if rows else np.empty((0, 0))
 
 
 def delete_for_memory(conn: apsw.Connection, generation: int, memory_id: int) -> None:
@@ -123,11 +187,13 @@ def move(conn: apsw.Connection, generation: int, memory_id: int, layer: str, pro
     updated in place, so each row is re-inserted with the same vector)."""
     name = table(generation)
     rows = _rows_for_memories(conn, generation, [memory_id], "v.chunk_id, v.embedding, v.created_at")
+    if not rows:
+        return
     conn.executemany(f"DELETE FROM {name} WHERE chunk_id = ?", [(r[0],) for r in rows])
     file_rows(conn, generation, [
         {"chunk_id": chunk_id, "layer": layer, "project": project, "session": session,
-         "created_at": created_at, "memory_id": memory_id, "embedding": blob}
-        for chunk_id, blob, created_at in rows])
+         "created_at": created_at, "memory_id": memory_id} for chunk_id, _, created_at in rows],
+        decode([r[1] for r in rows], dimension(conn, generation)))
 
 
 def _metadata_clause(filters: Filters) -> tuple[str, dict]:
@@ -237,7 +303,7 @@ _auxiliary_shape: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def float_rows(conn: apsw.Connection, generation: int, chunk_ids: list[int]) -> list[tuple[int, int, bytes]]:
-    """(chunk_id, memory_id, float32 vector bytes) of the given chunks (those that exist)."""
+    """(chunk_id, memory_id, stored vector: see `decode`) of the given chunks (those that exist)."""
     auxiliary = _auxiliary(conn, generation)
     if auxiliary is not None:
         sql = (f"SELECT a.rowid, a.value00, a.value01 FROM json_each(?) AS j "
@@ -266,7 +332,32 @@ def _best(rows: list[tuple[int, int, bytes]], query: np.ndarray,
 
     if not rows:
         return []
-    matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-    sims = matrix @ query.astype(np.float32)
+    query = np.asarray(query, dtype=np.float32)
+    sims = decode([r[2] for r in rows], len(query)) @ query
     order = np.argsort(-sims)[:k]
     return [(rows[i][0], rows[i][1], float(sims[i])) for i in order]
+
+
+def to_float16(conn: apsw.Connection, generation: int, budget: int | None = None) -> int | None:
+    """Convert the float32 vectors of a file written before float16 storage, up to `budget`
+    chunks (default CONVERT_BATCH) in one short write transaction, in chunk order; where it got
+    to is kept in the settings. Returns how many were converted, or None once every vector of
+    `generation` is float16."""
+    budget = budget or CONVERT_BATCH
+    key = _converted_key(generation)
+    with write_transaction(conn):
+        row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        done = json.loads(row[0]) if row else 0  # true, or the chunk id converted up to
+        dim = dimension(conn, generation)
+        if done is True or dim is None:
+            return None
+        ids = [r[0] for r in conn.execute("SELECT id FROM chunks WHERE generation = ? AND id > ? ORDER BY id LIMIT ?",
+                                          (generation, done, budget))]
+        old = [(chunk_id, blob) for chunk_id, _, blob in float_rows(conn, generation, ids) if len(blob) == 4 * dim]
+        if old:
+            blobs = encode(decode([blob for _, blob in old], dim))
+            conn.executemany(f"UPDATE {table(generation)} SET embedding = ? WHERE chunk_id = ?",
+                             [(blob, chunk_id) for (chunk_id, _), blob in zip(old, blobs)])
+        conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                     (key, json.dumps(True if len(ids) < budget else ids[-1])))
+    return len(old)

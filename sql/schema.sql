@@ -1,4 +1,4 @@
--- The current magray schema in one file: what migrations/0001..0005 produce on a blank file.
+-- The current magray schema in one file: what migrations/0001..0006 produce on a blank file.
 -- tests/test_schema.py checks that the two stay equal. Vector tables (vec_chunks_<generation>) are
 -- created when a model is bound: see magray/vectors.py.
 

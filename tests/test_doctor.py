@@ -10,6 +10,8 @@ import pytest
 
 from helpers.reliability import consistency, content_digest, model_path, open_raw, run_cli, subprocess_env
 
+from magray import vectors
+
 LONG = " ".join(f"paragraph {i} on the migration of cranes across the northern wetlands" for i in range(60))
 
 
@@ -75,10 +77,11 @@ def test_doctor_finds_and_repairs_derived_data(built, tmp_path):
     # m4 (layer insights): its vector re-filed under another layer and project.
     chunk_id, blob, created = conn.execute(f"SELECT chunk_id, embedding, created_at FROM {vec} WHERE memory_id = ?",
                                            (ids["m4"],)).fetchone()
+    floats = vectors.decode([blob], vectors.dimension(conn, generation))[0].tobytes()  # the bits come from float32
     conn.execute(f"DELETE FROM {vec} WHERE chunk_id = ?", (chunk_id,))
     conn.execute(f"INSERT INTO {vec} (chunk_id, layer, embedding, embedding_bits, project, session, created_at, "
                  "memory_id) VALUES (?, 'assets', ?, vec_quantize_binary(?), 'elsewhere', '', ?, ?)",
-                 (chunk_id, blob, blob, created, ids["m4"]))
+                 (chunk_id, blob, floats, created, ids["m4"]))
     # A chunk row of a generation that no longer exists.
     conn.execute("INSERT INTO chunks (memory_id, generation, seq, text_hash) VALUES (?, 99, 0, 'x')", (ids["m5"],))
     conn.close()

@@ -12,7 +12,7 @@ from helpers.reliability import consistency, model_path, open_raw
 
 from magray import Memory
 from magray.db import open_connection
-from magray.schema import dump_schema, migrate, migrations, query
+from magray.schema import dump_schema, latest_version, migrate, migrations, query
 
 FACTS = ["My sister Lena lives in Porto", "The user drinks green tea every morning",
          "Deploys go out on Fridays", "The wifi password is on the fridge", "The dog is called Pixel"]
@@ -81,7 +81,7 @@ def test_a_version_4_file_is_migrated_with_its_memories(tmp_path):
 
     with Memory.open(db, model=str(model_path())) as mem:
         conn = mem.connection
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == latest_version()
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         reference = open_connection(tmp_path / "reference.db")
         reference.execute(query("schema"))
@@ -109,8 +109,8 @@ def test_migration_keeps_foreign_keys_and_runs_once(tmp_path):
     db = tmp_path / "v4.db"
     _version_4_file(db)
     conn = open_raw(db)
-    assert migrate(conn, db) == 5
+    assert migrate(conn, db) == latest_version()
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-    assert migrate(conn, db) == 5
+    assert migrate(conn, db) == latest_version()
     conn.close()

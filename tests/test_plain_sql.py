@@ -290,7 +290,7 @@ def test_datasette_lists_the_views_and_queries_them(seeded, env):
             "layer": "insights", "_shape": "array"})).json()
         counters = (await ds.client.get("/memory/counters_view.json", params={"_shape": "array"})).json()
         vectors = (await ds.client.get("/memory.json", params={
-            "sql": f"select count(*) as n, vec_length(embedding) as dim from vec_chunks_{generation}",
+            "sql": f"select count(*) as n, vec_length(embedding_bits) as dim from vec_chunks_{generation}",
             "_shape": "array"})).json()
         return plugins, database, rows, counters, vectors
 

@@ -164,7 +164,7 @@ def cmd_stats(mem: Memory, args: argparse.Namespace) -> Any:
         raise InvalidInput("--days must be at least 1")
     if args.format == "prometheus":
         return RawText(mem.metrics())
-    return mem.stats(days=args.days)
+    return mem.stats(days=args.days, space=args.space)
 
 
 def cmd_optimize(mem: Memory, args: argparse.Namespace) -> Any:

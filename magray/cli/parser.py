@@ -183,17 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(subs, "unmerge", "make a merged near-duplicate a memory of its own again", "  magray unmerge 43\n", common)
     p.add_argument("id", type=int)
 
-    p = _sub(subs, "stats", "counters, memories per layer by month, activity per day",
-             "  magray stats\n  magray stats --days 30 --json\n"
+    p = _sub(subs, "stats", "counters, memories per layer by month, activity per day, space per part of the file",
+             "  magray stats\n  magray stats --days 30 --json\n  magray stats --space\n"
              "  magray stats --format prometheus > /var/lib/node_exporter/textfile/magray.prom\n", common)
     p.add_argument("--days", type=int, default=14)
+    p.add_argument("--space", action="store_true",
+                   help="also what each part of the file costs, in bytes and per memory (reads every page: "
+                        "about a second per GB)")
     p.add_argument("--format", choices=("text", "prometheus"), default="text",
                    help="prometheus: the text exposition format, for node_exporter's textfile collector")
 
-    p = _sub(subs, "optimize", "re-balance the vector index, FTS optimize, ANALYZE, WAL checkpoint "
-             "(and VACUUM); safe while in use",
+    p = _sub(subs, "optimize", "convert an older file's float32 vectors to float16, re-balance the vector "
+             "index, FTS optimize, ANALYZE, WAL checkpoint (and VACUUM); safe while in use",
              "  magray optimize\n  magray optimize --vacuum\n", common)
-    p.add_argument("--vacuum", action="store_true")
+    p.add_argument("--vacuum", action="store_true",
+                   help="also rewrite the file packed, giving free and half-empty pages back (blocks writers "
+                        "meanwhile: ~20 s at 1M memories)")
 
     _sub(subs, "sessions", "list sessions with their memory counts", "  magray sessions\n", common)
     _sub(subs, "projects", "list projects with their memory counts", "  magray projects\n", common)

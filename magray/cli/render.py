@@ -143,6 +143,18 @@ def _stats(stats: dict[str, Any]) -> str:
         for day, counts in days.items():
             n = counts.get("adds", 0) + counts.get("searches", 0)
             out.append(f"  {day}  {_bar(n, busiest):<30} {counts.get('adds', 0)} adds, {counts.get('searches', 0)} searches")
+    if "space" in stats:
+        out.append(_space(stats["space"]))
+    return "\n".join(out)
+
+
+def _space(space: dict[str, Any]) -> str:
+    n = space["memories"]
+    out = [f"\nspace per part of the file ({space['used_bytes']:,} bytes used, {space['free_bytes']:,} free; "
+           f"{n:,} memories):", f"  {'part':<31} {'bytes':>15} {'per memory':>11} {'unused in its pages':>20}"]
+    for part in space["parts"]:
+        per = "" if part["bytes_per_memory"] is None else f"{part['bytes_per_memory']:,.0f}"
+        out.append(f"  {part['name']:<31} {part['bytes']:>15,} {per:>11} {part['unused_bytes']:>20,}")
     return "\n".join(out)
 
 

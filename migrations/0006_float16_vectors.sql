@@ -1,0 +1,7 @@
+-- Version 6: the float vector of each chunk (the `embedding` column of vec_chunks_<generation>,
+-- used for the exact re-rank) is stored as little-endian float16, half the bytes of float32. The
+-- schema itself does not change: the version says that the file may hold float16 vectors, so that
+-- an older magray, which reads them as float32, refuses the file instead of misreading it. The
+-- float32 vectors of a file written before are read as they are; `magray optimize` converts them
+-- in short write transactions (see magray/vectors.py, to_float16), and `--vacuum` gives the space
+-- back to the file system.
