@@ -20,7 +20,6 @@ import json
 import math
 import re
 import weakref
-from collections import Counter
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -220,21 +219,33 @@ class TextScorer:
         if not self.idfs or not memory_ids:
             return [TextHit(m, 0.0, 0.0, 0, len(self.phrases)) for m in memory_ids]
         k1, b = self.ranking.bm25_k1, self.ranking.bm25_b
+        weights = self.ranking.bm25_weights
+        # Most columns hold none of the query's tokens: one set test skips them.
+        wanted = {token for phrase in self.phrases for token in phrase}
         scored = []
         for memory_id, *columns in self.conn.execute(
                 "SELECT id, content, coalesce(title, ''), tags_text FROM memories "
                 "WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(memory_ids),)):
-            column_tokens = [self.tokenize(c.encode("utf-8"), apsw.FTS5_TOKENIZE_DOCUMENT, None,
-                                           include_offsets=False, include_colocated=False) if c else []
-                             for c in columns]
-            counts = [Counter(toks) for toks in column_tokens]
-            norm = k1 * (1 - b + b * sum(map(len, column_tokens)) / self.average) if self.average else k1
+            length = 0
+            freqs = [0.0] * len(self.phrases)
+            for weight, text in zip(weights, columns):
+                if not text:
+                    continue
+                tokens = self.tokenize(text.encode("utf-8"), apsw.FTS5_TOKENIZE_DOCUMENT, None,
+                                       include_offsets=False, include_colocated=False)
+                length += len(tokens)
+                if wanted.isdisjoint(tokens):
+                    continue
+                for i, phrase in enumerate(self.phrases):
+                    count = tokens.count(phrase[0]) if len(phrase) == 1 else _occurrences(phrase, tokens)
+                    if count:
+                        freqs[i] += weight * count
+            norm = k1 * (1 - b + b * length / self.average) if self.average else k1
             total, matched = 0.0, 0
-            for phrase, idf in zip(self.phrases, self.idfs):
-                freq = sum(weight * (count[phrase[0]] if len(phrase) == 1 else _occurrences(phrase, toks))
-                           for weight, toks, count in zip(self.ranking.bm25_weights, column_tokens, counts))
-                total += idf * freq * (k1 + 1) / (freq + norm)
-                matched += freq > 0
+            for freq, idf in zip(freqs, self.idfs):
+                if freq:
+                    total += idf * freq * (k1 + 1) / (freq + norm)
+                    matched += 1
             scored.append(TextHit(memory_id, total, min(total / self.ideal, 1.0), matched, len(self.phrases)))
         return scored
 
