@@ -114,6 +114,11 @@ class Ranking:
     bm25_k1: float = 1.2
     bm25_b: float = 0.1
     rescore_depth: int = 100
+    # How many FTS5 postings a text search ranks one by one (see text_candidates): the query's
+    # rarest words up to this many matches in all. It bounds the work of a query whose words are
+    # common in a large file (~1.3 us per posting ranked at 1M memories); a file where the query's
+    # words hold fewer matches than this in all is searched as if there were no bound.
+    text_budget: int = 5000
     recency_weight: float = 0.1
     use_weight: float = 0.05
     # A vague time word ("recently", "lately") filters nothing; it multiplies recency_weight.
@@ -139,35 +144,68 @@ class TextHit(NamedTuple):
 
 def text_candidates(conn: apsw.Connection, text: str, filters: Filters, now: float, limit: int,
                     ranking: Ranking = DEFAULT_RANKING, scorer: TextScorer | None = None) -> list[TextHit]:
-    """The best `limit` text matches, best first: FTS5's bm25() picks the best `rescore_depth`
-    from the index, which are then re-scored with the Ranking's BM25 and given their evidence."""
+    """The best `limit` text matches, best first: FTS5 picks the best `rescore_depth` from the
+    index, which are then re-scored with the Ranking's BM25 and given their evidence.
+
+    Rarest words first. FTS5's bm25() scores every match of every OR-ed word, and at a million
+    memories a common word ("library", "files") has hundreds of thousands of them, while the
+    rare words that decide a question have a few thousand. So FTS5 ranks the matches of the
+    rarest words only, as many as fit in the Ranking's `text_budget` (always at least the
+    rarest word found), and each common word a match also holds adds its idf to that rank (what
+    it adds to the ideal match), found by a conjunction ("rare AND common") that probes the
+    common word's doclist at the rare matches instead of walking it. A memory holding the rare
+    words and most common ones thus ranks as it would with every word searched; every candidate
+    is then scored on every word (TextScorer). A memory holding only common words holds none of
+    the words that decide the question: it is found only when the rare words' matches do not
+    fill the pool, and then the newest such matches fill it (a walk of the common doclists
+    from their newest end that stops when the pool is full, rather than ranking them all). When
+    all the query's words together have at most `text_budget` matches, they are all ranked, as
+    without the bound."""
     scorer = scorer or TextScorer(conn, query_words(text), ranking)
     if not scorer.words:
         return []
-    match = fts_query_of(scorer.words)
+    rare, common = scorer.split()
+    match = fts_query_of(rare)
     w_content, w_title, w_tags = ranking.bm25_weights
-    weights = {"w_content": w_content, "w_title": w_title, "w_tags": w_tags}
+    params = {"w_content": w_content, "w_title": w_title, "w_tags": w_tags, "match": match}
+    bonus = ""
+    for j, word in enumerate(common):
+        bonus += (f" - :idf{j} * (memories_fts.rowid IN "
+                  f"(SELECT rowid FROM memories_fts WHERE memories_fts MATCH :both{j}))")
+        params |= {f"idf{j}": scorer.idf_of(word), f"both{j}": f"({match}) AND {fts_query_of([word])}"}
     depth = max(limit, int(ranking.rescore_depth))
-    found = _from_index(conn, match, weights, filters, now, depth) if filters.is_empty() else None
+    found = _from_index(conn, bonus, params, filters, now, depth) if filters.is_empty() else None
     if found is None:
-        params = records.filter_params(filters, now) | weights | {"match": match, "limit": depth}
-        found = [(row[0], row[1]) for row in conn.execute(records.with_filter("search_text"), params)]
+        sql = records.with_filter("search_text").replace("/*COMMON*/", bonus)
+        found = [row[0] for row in conn.execute(sql, records.filter_params(filters, now) | params | {"limit": depth})]
+    if len(found) < depth and common:
+        found += _newest(conn, fts_query_of(common), filters, now, set(found), depth - len(found))
     if not found:
         return []
-    order = {memory_id: i for i, (memory_id, _) in enumerate(found)}
-    hits = scorer.score(list(order))
+    order = {memory_id: i for i, memory_id in enumerate(found)}
+    hits = scorer.score(found)
     return sorted(hits, key=lambda h: (-h.bm25, order[h.memory_id]))[:limit]
 
 
-def _from_index(conn: apsw.Connection, match: str, weights: dict[str, float], filters: Filters,
-                now: float, depth: int) -> list[tuple[int, float]] | None:
+def _from_index(conn: apsw.Connection, bonus: str, params: dict, filters: Filters, now: float,
+                depth: int) -> list[int] | None:
     """With no filter from the caller, the best `depth` matches read from the index alone, then
     the few hidden ones (deleted, expired) dropped; None when too many were hidden to be sure."""
     fetch = depth * 2 + 16
-    rows = conn.execute(query("search_text_index"), weights | {"match": match, "limit": fetch}).fetchall()
-    allowed = visible(conn, [r[0] for r in rows], filters, now)
-    found = [(r[0], r[1]) for r in rows if r[0] in allowed]
+    sql = query("search_text_index").replace("/*COMMON*/", bonus)
+    rows = [r[0] for r in conn.execute(sql, params | {"limit": fetch})]
+    allowed = visible(conn, rows, filters, now)
+    found = [memory_id for memory_id in rows if memory_id in allowed]
     return found[:depth] if len(found) >= depth or len(rows) < fetch else None
+
+
+def _newest(conn: apsw.Connection, match: str, filters: Filters, now: float, skip: set[int],
+            room: int) -> list[int]:
+    """Up to `room` memories matching `match` that the filter admits and `skip` does not hold,
+    newest first."""
+    params = records.filter_params(filters, now) | {"match": match, "limit": room + len(skip)}
+    newest = [r[0] for r in conn.execute(records.with_filter("search_text_newest"), params)]
+    return [memory_id for memory_id in newest if memory_id not in skip][:room]
 
 
 class TextScorer:
@@ -183,7 +221,15 @@ class TextScorer:
     costs a few microseconds.
 
     The ideal match holds each word once and has the average length, so each word adds
-    idf * (k1 + 1) / (1 + k1) = idf to its score: the ideal is the sum of the idfs."""
+    idf * (k1 + 1) / (1 + k1) = idf to its score: the ideal is the sum of the idfs.
+
+    Document frequencies: FTS5 stores none, so each is counted by walking the word's doclist
+    (an fts5vocab table walks it too, measured), ~50 ns a posting: 25 ms for a word held by half
+    of a million memories. A word is counted up to the Ranking's `text_budget` matches, exactly;
+    the frequency of a more common word is estimated from a fixed number of matches read in
+    each of `_STRATA` equal ranges of rowids (an error of a few percent, measured, i.e. a few
+    hundredths on an idf that only common words have), so that its cost does not grow with the
+    file. The words that decide a question are rare, and always counted."""
 
     def __init__(self, conn: apsw.Connection, words: list[str], ranking: Ranking) -> None:
         self.conn, self.ranking = conn, ranking
@@ -193,6 +239,7 @@ class TextScorer:
         self.words = [w for w, phrase in zip(words, phrases) if phrase]
         self.phrases = [phrase for phrase in phrases if phrase]
         self.idfs: list[float] = []
+        self.frequencies: list[float] = []
         self.average = 0.0
         if not self.words:
             return
@@ -202,13 +249,61 @@ class TextScorer:
         # With no match at all, the table's size still sets the words' (high) idf.
         rows, tokens = map(int, totals[0].split()) if totals else (self._row_count(), 0)
         self.average = tokens / max(rows, 1)
+        budget = max(int(ranking.text_budget), 0)
         for word in self.words:
-            hits = conn.execute("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?",
-                                (fts_query_of([word]),)).fetchone()[0]
+            hits = self._frequency(fts_query_of([word]), rows, budget)
+            self.frequencies.append(hits)
             self.idfs.append(math.log(1 + (rows - hits + 0.5) / (hits + 0.5)))
 
     def _row_count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM memories_fts").fetchone()[0]
+
+    def _frequency(self, match: str, rows: int, budget: int) -> float:
+        """How many memories match `match`: exact up to `budget`, estimated above."""
+        counted = self.conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM memories_fts WHERE memories_fts MATCH ? LIMIT ?)",
+            (match, budget + 1)).fetchone()[0]
+        if counted <= budget:
+            return counted
+        return min(max(self._estimate(match), counted), rows)
+
+    def _estimate(self, match: str) -> float:
+        """The matches of `match`, estimated: in each of `_STRATA` equal ranges of rowids, the
+        first `_PER_STRATUM` matches, scaled up to the whole range (all of them where there are
+        fewer). Equal ranges, rather than one sample, keep a word that is common in one period
+        only (a project, a topic) from being counted as common everywhere or nowhere."""
+        low, high = self.conn.execute("SELECT (SELECT min(id) FROM memories), (SELECT max(id) FROM memories)").fetchone()
+        if low is None:
+            return 0.0
+        span = high - low + 1
+        params = {"match": match, "per": _PER_STRATUM}
+        for i in range(_STRATA):
+            params[f"lo{i}"] = low + span * i // _STRATA
+            params[f"hi{i}"] = low + span * (i + 1) // _STRATA - 1
+        total = 0.0
+        for first, last, found, reached in self.conn.execute(_ESTIMATE, params):
+            total += found if found < _PER_STRATUM else found * (last - first + 1) / (reached - first + 1)
+        return total
+
+    def split(self) -> tuple[list[str], list[str]]:
+        """The words FTS5 ranks every match of, in the query's order: the rarest, as long as
+        their matches together stay within the Ranking's `text_budget` (at least the rarest word
+        found; all words when they all fit); and the others, the common words, rarest first."""
+        if sum(self.frequencies) <= self.ranking.text_budget:
+            return list(self.words), []
+        ranked = sorted((i for i, hits in enumerate(self.frequencies) if hits), key=lambda i: self.frequencies[i])
+        rare: set[int] = set()
+        total = 0.0
+        for i in ranked:
+            if rare and total + self.frequencies[i] > self.ranking.text_budget:
+                break
+            rare.add(i)
+            total += self.frequencies[i]
+        return ([w for i, w in enumerate(self.words) if i in rare],
+                [self.words[i] for i in ranked if i not in rare])
+
+    def idf_of(self, word: str) -> float:
+        return self.idfs[self.words.index(word)]
 
     @property
     def ideal(self) -> float:
@@ -248,6 +343,16 @@ class TextScorer:
                     matched += 1
             scored.append(TextHit(memory_id, total, min(total / self.ideal, 1.0), matched, len(self.phrases)))
         return scored
+
+
+# The estimate of a common word's document frequency (TextScorer._estimate): this many ranges of
+# rowids, this many matches read in each. 8 x 256 matched every frequency above 5,000 of 30
+# questions' words within 5% at 100K and 1M memories, in ~1 ms a word (bench/RESULTS.md).
+_STRATA, _PER_STRATUM = 8, 256
+_ESTIMATE = " UNION ALL ".join(
+    f"SELECT :lo{i}, :hi{i}, count(*), max(rowid) FROM (SELECT rowid FROM memories_fts "
+    f"WHERE memories_fts MATCH :match AND rowid BETWEEN :lo{i} AND :hi{i} LIMIT :per)"
+    for i in range(_STRATA))
 
 
 def _occurrences(phrase: list[str], tokens: list[str]) -> int:
