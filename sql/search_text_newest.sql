@@ -3,6 +3,6 @@
 SELECT m.id
 FROM memories_fts
 JOIN memories AS m ON m.id = memories_fts.rowid
-WHERE memories_fts MATCH :match AND /*FILTER*/
+WHERE memories_fts MATCH :match /*SCOPE*/ AND /*FILTER*/
 ORDER BY memories_fts.rowid DESC
 LIMIT :limit
