@@ -114,10 +114,11 @@ class Ranking:
     bm25_k1: float = 1.2
     bm25_b: float = 0.1
     rescore_depth: int = 100
-    # How many FTS5 postings a text search ranks one by one (see text_candidates): the query's
-    # rarest words up to this many matches in all. It bounds the work of a query whose words are
-    # common in a large file (~1.3 us per posting ranked at 1M memories); a file where the query's
-    # words hold fewer matches than this in all is searched as if there were no bound.
+    # How many FTS5 matches a text search ranks one by one (see text_candidates): those of the
+    # query's rarest words, up to this many in all. It bounds the work of a query whose words are
+    # common in a large file (1.3-2.5 us a match ranked at 1M memories); where all the query's
+    # words have fewer matches than this, the search is the same as without the bound. 5,000:
+    # at 1M, the top 10 of 30 questions score as with every match ranked (bench/RESULTS.md).
     text_budget: int = 5000
     recency_weight: float = 0.1
     use_weight: float = 0.05
@@ -163,13 +164,15 @@ def text_candidates(conn: apsw.Connection, text: str, filters: Filters, now: flo
     and then the newest such matches fill it (a walk of the common doclists from their newest
     end that stops when the pool is full, rather than ranking them all).
 
-    A project holding at most 1/SCOPE_SHARE of the memories is applied first, as a set of ids
-    that each match is looked up in (materialised once, ~40 ns an id), before the join to
-    `memories` (~0.4 us a match) and before bm25() (only the project's matches are ranked). A
-    match outside the project then costs about a twentieth of a ranked one (measured), so the
-    budget is SCOPE_SHARE times larger: the project's matches of the rare words stay about
-    `text_budget`, and its memories holding the common words are ranked rather than taken
-    newest first."""
+    A filter on a project holding at most 1/SCOPE_SHARE of the memories is applied first, as a
+    set of ids each match is looked up in (built once, ~40 ns an id), before the join to
+    `memories` (~0.4 us a match) and before bm25(), which then ranks the project's matches
+    only. A match outside the project costs about a twentieth of a ranked one there (0.1 us
+    against 1.3-2.5 us, measured at 1M), so the budget is SCOPE_SHARE times larger for the same
+    work: a project's few matches of the rare words rarely fill the pool, and with the larger
+    budget the words after them are ranked too, rather than taken newest first (at 1M, a 1%
+    project: the same top 10 as ranking every match, against 0.95 of its score with the plain
+    budget)."""
     scorer = scorer or TextScorer(conn, query_words(text), ranking)
     if not scorer.words:
         return []
@@ -187,7 +190,8 @@ def text_candidates(conn: apsw.Connection, text: str, filters: Filters, now: flo
     found = _from_index(conn, bonus, params, filters, now, depth) if filters.is_empty() else None
     if found is None:
         sql = _scoped(records.with_filter("search_text"), scoped).replace("/*COMMON*/", bonus)
-        found = [row[0] for row in conn.execute(sql, records.filter_params(filters, now) | params | {"limit": depth})]
+        params |= records.filter_params(filters, now) | {"limit": depth}
+        found = [row[0] for row in conn.execute(sql, params)]
     if len(found) < depth and common:
         found += _newest(conn, fts_query_of(common), filters, now, set(found), depth - len(found), scoped)
     if not found:
@@ -209,14 +213,18 @@ def _small_scope(conn: apsw.Connection, filters: Filters, rows: int) -> bool:
         return False
     most = rows // SCOPE_SHARE
     held = conn.execute(
-        "SELECT count(*) FROM (SELECT 1 FROM memories WHERE project = ? AND (? IS NULL OR session = ?) LIMIT ?)",
-        (filters.project, filters.session, filters.session, most + 1)).fetchone()[0]
+        "SELECT count(*) FROM (SELECT 1 FROM memories WHERE project = :project "
+        "AND (:session IS NULL OR session = :session) LIMIT :most)",
+        {"project": filters.project, "session": filters.session, "most": most + 1}).fetchone()[0]
     return held <= most
 
 
 def _scoped(sql: str, scoped: bool) -> str:
-    return sql.replace("/*SCOPE*/", " AND +memories_fts.rowid IN (SELECT id FROM memories WHERE project = "
-                                    ":project AND (:session IS NULL OR session = :session))" if scoped else "")
+    """`sql` with the project's ids applied to each match where `scoped` (the unary + keeps the
+    planner from looking each id up in FTS5 instead)."""
+    scope = (" AND +memories_fts.rowid IN (SELECT id FROM memories WHERE project = :project "
+             "AND (:session IS NULL OR session = :session))")
+    return sql.replace("/*SCOPE*/", scope if scoped else "")
 
 
 def _from_index(conn: apsw.Connection, bonus: str, params: dict, filters: Filters, now: float,
@@ -307,7 +315,8 @@ class TextScorer:
         first `_PER_STRATUM` matches, scaled up to the whole range (all of them where there are
         fewer). Equal ranges, rather than one sample, keep a word that is common in one period
         only (a project, a topic) from being counted as common everywhere or nowhere."""
-        low, high = self.conn.execute("SELECT (SELECT min(id) FROM memories), (SELECT max(id) FROM memories)").fetchone()
+        low, high = self.conn.execute(  # two subqueries: min() and max() each read one end of the index
+            "SELECT (SELECT min(id) FROM memories), (SELECT max(id) FROM memories)").fetchone()
         if low is None:
             return 0.0
         span = high - low + 1
@@ -327,7 +336,8 @@ class TextScorer:
         budget = self.ranking.text_budget if budget is None else budget
         if sum(self.frequencies) <= budget:
             return list(self.words), []
-        ranked = sorted((i for i, hits in enumerate(self.frequencies) if hits), key=lambda i: self.frequencies[i])
+        ranked = sorted((i for i, hits in enumerate(self.frequencies) if hits),
+                        key=lambda i: self.frequencies[i])
         rare: set[int] = set()
         total = 0.0
         for i in ranked:

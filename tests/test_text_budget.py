@@ -46,8 +46,8 @@ def count(mem, word):
                                   (search.fts_query_of([word]),)).fetchone()[0]
 
 
-@pytest.mark.parametrize("query", ["zeppelin widget gadget", "albatross widget", "widget", "report hangar entry",
-                                   "zeppelin nowhere-to-be-found", "the mooring mast"])
+@pytest.mark.parametrize("query", ["zeppelin widget gadget", "albatross widget", "widget",
+                                   "report hangar entry", "zeppelin nowhere-to-be-found", "the mooring mast"])
 def test_a_small_file_ranks_as_without_the_bound(memory, query):
     """Every word's matches fit in the default budget: the same hits, in the same order."""
     assert candidates(memory, query, search.DEFAULT_RANKING) == candidates(memory, query, UNBOUNDED)
@@ -84,7 +84,8 @@ def test_common_words_rank_the_rare_matches(memory):
     when every match is scored."""
     conn = memory.connection
     by_zeppelin = [r[0] for r in conn.execute(
-        "SELECT rowid FROM memories_fts WHERE memories_fts MATCH 'zeppelin' ORDER BY bm25(memories_fts) LIMIT 5")]
+        "SELECT rowid FROM memories_fts WHERE memories_fts MATCH 'zeppelin' "
+        "ORDER BY bm25(memories_fts) LIMIT 5")]
     long_ids = {memory.ids[t["content"]] for t in LONG}
     assert not long_ids & set(by_zeppelin)
     ranking = dataclasses.replace(search.DEFAULT_RANKING, text_budget=15, rescore_depth=5)
@@ -100,7 +101,8 @@ def test_the_rare_word_first_and_common_matches_fill_the_pool(memory):
     """"widget" is over the budget, "albatross" in one memory: that memory comes first, and the
     pool, not full, takes the memories that hold only "widget", each scored as without the bound."""
     ranking = dataclasses.replace(search.DEFAULT_RANKING, text_budget=15)
-    assert search.TextScorer(memory.connection, ["albatross", "widget"], ranking).split() == (["albatross"], ["widget"])
+    scorer = search.TextScorer(memory.connection, ["albatross", "widget"], ranking)
+    assert scorer.split() == (["albatross"], ["widget"])
     hits = candidates(memory, "albatross widget", ranking)
     assert hits[0].memory_id == memory.ids[RARE[0]["content"]] and hits[0].matched == 2
     only_common = {memory.ids[t["content"]] for t in ONLY_COMMON}
@@ -122,7 +124,8 @@ def test_a_filter_with_the_bound(memory):
     word's fill the rest: the same hits as without the bound. Project "d" is small enough to be
     applied before the join, "a" and "b" are not."""
     rows = memory.connection.execute("SELECT count(*) FROM memories").fetchone()[0]
-    assert [search._small_scope(memory.connection, Filters(project=p), rows) for p in "abd"] == [False, False, True]
+    small = [search._small_scope(memory.connection, Filters(project=p), rows) for p in "abd"]
+    assert small == [False, False, True]
     ranking = dataclasses.replace(search.DEFAULT_RANKING, text_budget=15)
     for project in ("a", "b", "d"):
         hits = candidates(memory, "zeppelin widget", ranking, filters=Filters(project=project))
