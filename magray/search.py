@@ -118,7 +118,8 @@ class Ranking:
     # query's rarest words, up to this many in all. It bounds the work of a query whose words are
     # common in a large file (1.3-2.5 us a match ranked at 1M memories); where all the query's
     # words have fewer matches than this, the search is the same as without the bound. 5,000:
-    # at 1M, the top 10 of 30 questions score as with every match ranked (bench/RESULTS.md).
+    # at 1M, the top 10 of 30 questions reach the same share of the exact top 10's score as when
+    # every match is ranked, in a fifth of the time (bench/RESULTS.md).
     text_budget: int = 5000
     recency_weight: float = 0.1
     use_weight: float = 0.05
@@ -393,7 +394,7 @@ class TextScorer:
 
 # The estimate of a common word's document frequency (TextScorer._estimate): this many ranges of
 # rowids, this many matches read in each. 8 x 256 matched every frequency above 5,000 of 30
-# questions' words within 5% at 100K and 1M memories, in ~1 ms a word (bench/RESULTS.md).
+# questions' words within 5.3% at 100K and 1M memories, in ~1 ms a word (bench/RESULTS.md).
 _STRATA, _PER_STRATUM = 8, 256
 _ESTIMATE = " UNION ALL ".join(
     f"SELECT :lo{i}, :hi{i}, count(*), max(rowid) FROM (SELECT rowid FROM memories_fts "
