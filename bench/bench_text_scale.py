@@ -13,7 +13,7 @@ the posting budget (`Ranking.text_budget`) costs in quality.
         [--budgets 0,2000,5000,10000] [--magray SRC]
 
 A budget of 0 stands for no bound. `--magray SRC` times the magray of another source tree (an
-older checkout, for a before/after in one session; quality needs `text_budget`, so it is left
+older checkout, for a before/after on the same machine state; quality needs `text_budget`, so it is left
 out for a tree without it). Each size reads DIR/scale-<n>-ann.db, else DIR/scale-<n>.db; the
 timed searches write the query embeddings into its cache, the quality part only reads.
 """
