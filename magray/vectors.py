@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import apsw
 
-from . import ann
+from . import ann, bitscan
 from .db import write_transaction
 from .errors import StoreError
 
@@ -245,6 +245,9 @@ def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filte
     if candidates is None:
         candidates = default_candidates(conn)
     pool = min(max(k, candidates), MAX_K)
+    chosen = bitscan.coarse(conn, generation, query, k, filters, pool, probe_scale)
+    if chosen is not None:  # the same pass, read from sqlite-vec's tables in one go
+        return _best(float_rows(conn, generation, chosen), query, k)
 
     def scan(layer: str | None, shard: int, n: int) -> list[tuple[int, int]]:
         if layer is None:
