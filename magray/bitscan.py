@@ -127,8 +127,8 @@ def coarse(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, fi
 
 
 class _Scan:
-    """The chunks read so far for one query: each slot's Hamming distance, or NONE when the slot
-    is empty or does not pass the filter."""
+    """The chunks read so far for one query (those with a slot that passes the filter): each
+    slot's Hamming distance, or `none` (dim + 1) when the slot is empty or does not pass."""
 
     def __init__(self, conn: apsw.Connection, found: Shape, query: np.ndarray, filters: Filters) -> None:
         import numpy as np
@@ -207,13 +207,6 @@ class _Scan:
             raise Unreadable(f"{self.table}_chunks: chunks of {size} slots expected")
         self.size = size
         ids = [r[0] for r in rows]
-        bits = self._blobs("vector_chunks00", "vectors", ids, size * self.width).view(self.word)
-        bits = bits.reshape(len(ids) * size, -1)
-        # Word by word: XOR with a scalar and popcount over a column are ~2x faster than XOR
-        # with a broadcast row and a sum along the rows' few words.
-        distance = np.zeros(len(bits), np.int32)
-        for column, word in enumerate(self.bits):
-            distance += np.bitwise_count(bits[:, column] ^ word)
         passes = np.unpackbits(np.frombuffer(b"".join(r[2] for r in rows), np.uint8), bitorder="little")
         passes = passes.astype(bool)
         for index, value in ((0, self.filters.project), (1, self.filters.session)):
@@ -225,6 +218,17 @@ class _Scan:
                 passes &= created >= self.filters.since
             if self.filters.until is not None:
                 passes &= created < self.filters.until
+        # Only the chunks with a slot that passes: under a selective filter, many have none.
+        kept = np.flatnonzero(passes.reshape(len(ids), size).any(axis=1))
+        ids = [ids[i] for i in kept]
+        passes = passes.reshape(-1, size)[kept].reshape(-1)
+        bits = self._blobs("vector_chunks00", "vectors", ids, size * self.width).view(self.word)
+        bits = bits.reshape(len(ids) * size, self.width // self.word.itemsize)
+        # Word by word: XOR with a scalar and popcount over a column are ~2x faster than XOR
+        # with a broadcast row and a sum along the rows' few words.
+        distance = np.zeros(len(bits), np.int32)
+        for column, word in enumerate(self.bits):
+            distance += np.bitwise_count(bits[:, column] ^ word)
         distance[~passes] = self.none
         self.chunks = np.concatenate([self.chunks, np.array(ids, np.int64)])
         self.distance = np.concatenate([self.distance, distance])
