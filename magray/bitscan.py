@@ -1,15 +1,17 @@
 """The coarse Hamming pass of `vectors.knn` in numpy, over the bit vectors of the probed ANN lists
 read straight from sqlite-vec's shadow tables.
 
-Why read sqlite-vec's tables: a vec0 KNN query scans one partition value (partition keys take
-=, <, >, not IN), so probing 50 lists at 1M vectors took ~67 queries (one per list, then the
+Why read sqlite-vec's tables: a vec0 KNN query cannot name several partitions (partition keys
+take =, <, >, not IN), so probing 50 lists at 1M vectors took ~67 queries (one per list, then the
 fullest ones again with a larger k), each with ~1 ms of fixed cost, and sqlite-vec 0.1.9 selects
 its top k per chunk at a cost of 1,024 x k: 73-86 ms for the vector side. Here the probed lists'
-chunks are listed in one query on `<table>_chunks` (validity bitmap, partition keys), their bit
-vectors (and, under a filter, their metadata) read by incremental blob I/O in one read
-transaction, and ranked in numpy: XOR, popcount, a threshold from a histogram of distances.
-The best `pool` chunks go to the same exact re-rank as before (vectors.float_rows and _best).
-Numbers: bench/RESULTS.md, "The vector side in one read".
+chunks are listed in one query on `<table>_chunks` (partition keys, validity bitmap), their
+metadata (under a filter) and bit vectors read by incremental blob I/O (half the time of
+selecting the blobs: no bytes objects to build and join), all in one read transaction, and
+ranked in numpy: XOR and popcount word by word, a threshold from a histogram of the distances.
+The rowids of the chosen slots come last, from the chunks that hold them. The best `pool` chunks
+go to the same exact re-rank as before (vectors.float_rows and _best). Numbers:
+bench/RESULTS.md, "The vector side in one read".
 
 sqlite-vec still owns every write: this module only reads, and only a layout it has checked once
 per connection (the vec0 declaration magray wrote, the shadow tables' columns, a sqlite-vec

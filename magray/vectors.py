@@ -231,8 +231,8 @@ def default_candidates(conn: apsw.Connection) -> int:
 def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filters: Filters,
         *, candidates: int | None = None, probe_scale: int = 1) -> list[tuple[int, int, float]]:
     """(chunk_id, memory_id, cosine similarity), best first: a coarse Hamming-distance pass over
-    the bit vectors of the nearest ANN lists inside sqlite-vec keeps the best max(k, candidates)
-    chunks, then an exact cosine re-rank of their float vectors keeps the best k. Returns k
+    the bit vectors of the nearest ANN lists (read from sqlite-vec's tables by magray/bitscan.py;
+    else by vec0 KNN queries) keeps the best max(k, candidates) chunks, then an exact cosine re-rank of their float vectors keeps the best k. Returns k
     results whenever k chunks pass the filter (more lists are probed until they are found);
     k is at most MAX_K. `probe_scale`: probe that many times the usual number of lists."""
     if not 0 < k <= MAX_K:
