@@ -24,6 +24,9 @@ DIR/scale-<n>-ann.db) and reuses them on the next run. `--convert` measures, ins
 `Memory.optimize()` does to a trained file of an earlier run whose vectors are float32 (written
 before float16 storage): recall@10, size and the parts of the file (`stats(space=True)`) before,
 after the conversion, and after VACUUM, on a copy in a temporary folder (DIR is not changed).
+`--search-only` times the searches on the files already in DIR (`--files ann`: the trained ones
+only) without building, training or adding anything (the files still take the queries' cached
+vectors and a checkpoint: use copies).
 """
 
 from __future__ import annotations
@@ -225,6 +228,9 @@ def main() -> None:
     parser.add_argument("--adds", type=int, default=200, help="memories added (embedded) per add test")
     parser.add_argument("--db", type=Path, help="keep the built files in this folder and reuse them")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--search-only", action="store_true",
+                        help="only time searches on the files kept in --db (no build, training or add test)")
+    parser.add_argument("--files", default="flat,ann", help="which files: flat, ann or both (default)")
     parser.add_argument("--sweep", metavar="SHARES:POOLS",
                         help="also, on each file, the vector side's recall and p50 for these probe shares "
                              "and candidate pools, e.g. 0.1,0.2:512,1024 (the lists' settings, tried)")
@@ -234,6 +240,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.convert and args.db is None:
         parser.error("--convert needs --db DIR (the files of an earlier run)")
+    if args.search_only and args.db is None:
+        parser.error("--search-only needs --db DIR")
     sizes = [int(s) for s in args.sizes.split(",")]
     queries = QUESTIONS[:args.queries]
     print(load_note())
@@ -263,12 +271,16 @@ def main() -> None:
                     raise SystemExit(f"{trained} does not exist: run without --convert first")
                 results["sizes"][n] = convert(trained, n, query_vecs, vecs)
                 continue
-            if not path.exists():
+            if not path.exists() and not args.search_only:
                 start = time.perf_counter()
                 build_store(path, vecs, corpus(lines, n, seed=n), now=NOW).close()
                 print(f"{n:,} memories built in {time.perf_counter() - start:.1f} s", flush=True)
             out: dict = {}
             for label, file in (("flat (before the index)", path), ("ANN index", trained)):
+                if ("flat" if file is path else "ann") not in args.files:
+                    continue
+                if args.search_only and not file.exists():
+                    raise SystemExit(f"{file} not found")
                 if label == "ANN index" and not file.exists():
                     shutil.copyfile(path, file)
                     with Memory.open(file, profile="fast", clock=lambda: NOW) as mem:
@@ -285,6 +297,9 @@ def main() -> None:
                 out[label] = row
                 print(f"  {label}: " + ", ".join(f"{k} {v:.3f}" if "recall" in k else f"{k} {v:.2f}"
                                                   for k, v in row.items() if k != "sweep"), flush=True)
+            if args.search_only:
+                results["sizes"][n] = out
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 copy = Path(tmp) / "big.db"
                 shutil.copyfile(trained, copy)

@@ -490,7 +490,11 @@ def _best_per_memory(hits: list[tuple[int, int, float]], limit: int | None) -> l
 
 def filtered_ids(conn: apsw.Connection, filters: Filters, now: float, most: int = -1) -> list[int]:
     """The memories the filter admits (at most `most` of them; -1: all)."""
-    sql = "SELECT m.id FROM memories AS m WHERE " + records.query("filter") + " LIMIT :most"
+    # The project and session again as plain equalities: the shared filter's `(:project IS NULL
+    # OR m.project = :project)` keeps SQLite off the scope index (25 ms against 0.2 ms to find 201
+    # memories of a 1% project of 1M).
+    scope = "".join(f" AND m.{c} = :{c}" for c in ("project", "session") if getattr(filters, c) is not None)
+    sql = "SELECT m.id FROM memories AS m WHERE " + records.query("filter") + scope + " LIMIT :most"
     return [r[0] for r in conn.execute(sql, records.filter_params(filters, now) | {"most": most})]
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import apsw
 
-from . import ann
+from . import ann, bitscan
 from .db import write_transaction
 from .errors import StoreError
 
@@ -231,8 +231,8 @@ def default_candidates(conn: apsw.Connection) -> int:
 def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filters: Filters,
         *, candidates: int | None = None, probe_scale: int = 1) -> list[tuple[int, int, float]]:
     """(chunk_id, memory_id, cosine similarity), best first: a coarse Hamming-distance pass over
-    the bit vectors of the nearest ANN lists inside sqlite-vec keeps the best max(k, candidates)
-    chunks, then an exact cosine re-rank of their float vectors keeps the best k. Returns k
+    the bit vectors of the nearest ANN lists (read from sqlite-vec's tables by magray/bitscan.py;
+    else by vec0 KNN queries) keeps the best max(k, candidates) chunks, then an exact cosine re-rank of their float vectors keeps the best k. Returns k
     results whenever k chunks pass the filter (more lists are probed until they are found);
     k is at most MAX_K. `probe_scale`: probe that many times the usual number of lists."""
     if not 0 < k <= MAX_K:
@@ -245,6 +245,9 @@ def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filte
     if candidates is None:
         candidates = default_candidates(conn)
     pool = min(max(k, candidates), MAX_K)
+    chosen = bitscan.coarse(conn, generation, query, k, filters, pool, probe_scale)
+    if chosen is not None:  # the same pass, read from sqlite-vec's tables in one go
+        return _best(float_rows(conn, generation, chosen), query, k)
 
     def scan(layer: str | None, shard: int, n: int) -> list[tuple[int, int]]:
         if layer is None:
