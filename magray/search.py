@@ -170,16 +170,16 @@ def text_candidates(conn: apsw.Connection, text: str, filters: Filters, now: flo
     set of ids each match is looked up in (built once, ~40 ns an id), before the join to
     `memories` (~0.4 us a match) and before bm25(), which then ranks the project's matches
     only. A match outside the project costs about a twentieth of a ranked one there (0.1 us
-    against 1.3-2.5 us, measured at 1M), so the budget is SCOPE_SHARE times larger for the same
-    work: a project's few matches of the rare words rarely fill the pool, and with the larger
-    budget the words after them are ranked too, rather than taken newest first (at 1M, a 1%
-    project: the same top 10 as ranking every match, against 0.95 of its score with the plain
-    budget)."""
+    against 1.3-2.5 us, measured at 1M), so the budget is SCOPED_BUDGET times larger for half
+    the work, keeping a filtered search cheaper than an unfiltered one: a project's few matches
+    of the rare words rarely fill the pool, and with the larger budget the words after them are
+    ranked too, rather than taken newest first (at 1M, a 1% project: 0.998 of the score of the
+    top 10 found by ranking every match with 10x, 1.000 with 20x, 0.95 with the plain budget)."""
     scorer = scorer or TextScorer(conn, query_words(text), ranking)
     if not scorer.words:
         return []
     scoped = _small_scope(conn, filters, scorer.rows)
-    rare, common = scorer.split(ranking.text_budget * (SCOPE_SHARE if scoped else 1))
+    rare, common = scorer.split(ranking.text_budget * (SCOPED_BUDGET if scoped else 1))
     match = fts_query_of(rare)
     w_content, w_title, w_tags = ranking.bm25_weights
     params = {"w_content": w_content, "w_title": w_title, "w_tags": w_tags, "match": match}
@@ -206,19 +206,28 @@ def text_candidates(conn: apsw.Connection, text: str, filters: Filters, now: flo
 # A project filter admitting at most 1/SCOPE_SHARE of the memories is applied before the join
 # (text_candidates).
 SCOPE_SHARE = 20
+# ...and its matches are ranked within this many times the budget (see text_candidates).
+SCOPED_BUDGET = 10
 
 
 def _small_scope(conn: apsw.Connection, filters: Filters, rows: int) -> bool:
     """Whether the filter names a project (and maybe a session) that holds at most
-    1/SCOPE_SHARE of the memories (an indexed count that stops there)."""
-    if filters.project is None:
-        return False
+    1/SCOPE_SHARE of the memories."""
     most = rows // SCOPE_SHARE
-    held = conn.execute(
+    held = project_size(conn, filters, most)
+    return held is not None and held <= most
+
+
+def project_size(conn: apsw.Connection, filters: Filters, most: int) -> int | None:
+    """How many memories (live or not) the filter's project and session hold, counted up to
+    `most` + 1 along the project's index; None without a project (a session alone has no index
+    to count along)."""
+    if filters.project is None:
+        return None
+    return conn.execute(
         "SELECT count(*) FROM (SELECT 1 FROM memories WHERE project = :project "
         "AND (:session IS NULL OR session = :session) LIMIT :most)",
         {"project": filters.project, "session": filters.session, "most": most + 1}).fetchone()[0]
-    return held <= most
 
 
 def _scoped(sql: str, scoped: bool) -> str:
@@ -440,10 +449,16 @@ def vector_candidates(conn: apsw.Connection, generation: int, query_vec, filters
         # A selective scope: scoring its memories' chunks directly is exact and cheaper than
         # probing the index until enough of them turn up.
         return _best_per_memory(vectors.exact(conn, generation, query_vec, few, None), limit)
+    # The bit pass ranks only the chunks that pass the filter, so a project's nearest vectors
+    # sink no deeper among them than in a file of the project's size: its pool is sized by that
+    # (at 1M, a 1% project: recall@10 0.923 with 256 candidates, 0.927 with 1,024, a quarter of
+    # the re-ranking; bench/RESULTS.md).
+    held = project_size(conn, filters, vectors.CANDIDATES_FLAT_ROWS)
+    candidates = vectors.candidates_for(held) if held is not None and held <= vectors.CANDIDATES_FLAT_ROWS else None
     # Twice the memories asked for, in chunks: a long memory may fill several places.
     k = min(limit * 2, vectors.MAX_K)
     while True:
-        hits = vectors.knn(conn, generation, query_vec, k, filters)
+        hits = vectors.knn(conn, generation, query_vec, k, filters, candidates=candidates)
         best = _best_per_memory(hits, None)
         allowed = visible(conn, [m for m, _ in best], filters, now)
         kept = [(m, s) for m, s in best if m in allowed]

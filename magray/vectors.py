@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 # trained yet, each chunk goes to one of SHARDS partitions (chunk_id % SHARDS) and each shard is
 # asked for its share of the candidates: the same pool for about 1/SHARDS of the cost.
 SHARDS = ann.SHARDS
-# Bit-vector candidates re-ranked exactly per query: 256 up to 100K vectors, then more as the file
+# Bit-vector candidates re-ranked exactly per query: CANDIDATES up to CANDIDATES_FLAT_ROWS vectors, then more as the file
 # grows (see default_candidates), at most MAX_CANDIDATES.
 CANDIDATES = 256
+CANDIDATES_FLAT_ROWS = 100_000
 MAX_CANDIDATES = 2048
 # The largest k sqlite-vec accepts in one KNN query (SQLITE_VEC_VEC0_K_MAX).
 MAX_K = 4096
@@ -224,8 +225,12 @@ def default_candidates(conn: apsw.Connection) -> int:
     rows^0.6 (1,024 at 1M). The true nearest neighbours sink among the best Hamming matches as
     the file grows: the best 256 / 1,024 by Hamming distance held 0.94 / 0.99 of the exact top
     10 at 100K vectors, 0.81 / 0.96 at 1M (question queries, bench/RESULTS.md)."""
-    rows = conn.execute("SELECT coalesce(max(id), 0) FROM chunks").fetchone()[0]
-    return int(min(MAX_CANDIDATES, max(CANDIDATES, CANDIDATES * (rows / 100_000) ** 0.6)))
+    return candidates_for(conn.execute("SELECT coalesce(max(id), 0) FROM chunks").fetchone()[0])
+
+
+def candidates_for(rows: int) -> int:
+    """The pool for a search among `rows` vectors (see default_candidates)."""
+    return int(min(MAX_CANDIDATES, max(CANDIDATES, CANDIDATES * (rows / CANDIDATES_FLAT_ROWS) ** 0.6)))
 
 
 def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filters: Filters,
