@@ -3,7 +3,7 @@ the posting budget (`Ranking.text_budget`) costs in quality.
 
 - latency: `Memory.search(k=10, touch=False)` p50 over bench_scale's 30 questions (median of
   `--repeats` per question), text and hybrid, unfiltered and with a 1% project filter (p7);
-- quality (`--budgets`): the text top 10 of `search.text_candidates` against the top 10 of every
+- quality (`--budgets`): the text top 10 of `fulltext.text_candidates` against the top 10 of every
   memory that holds a query word, each scored by `TextScorer` (exact document frequencies):
   the share of the exact top 10's summed BM25 that the top 10 found reaches, how many of them
   score at least the exact 10th, whether the first scores as the exact first; unfiltered and in
@@ -74,14 +74,16 @@ def main() -> None:
 
 
 def quality(conn, search, Filters, questions, now, budgets) -> None:
+    from magray import fulltext  # a tree with a text budget has it
+
     exact_ranking = dataclasses.replace(search.DEFAULT_RANKING, text_budget=10**12)
     project = {r[0] for r in conn.execute("SELECT id FROM memories WHERE project = 'p7'")}
     for scope, filters in (("all", Filters()), ("1% project", Filters(project="p7"))):
         rows: dict[int, list] = {b: [] for b in budgets}
         for q in questions:
-            exact = search.TextScorer(conn, search.query_words(q), exact_ranking)
+            exact = fulltext.TextScorer(conn, fulltext.query_words(q), exact_ranking)
             ids = [r[0] for r in conn.execute("SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?",
-                                              (search.fts_query(q),)) if scope == "all" or r[0] in project]
+                                              (fulltext.fts_query(q),)) if scope == "all" or r[0] in project]
             best = sorted((h.bm25 for i in range(0, len(ids), 5000) for h in exact.score(ids[i:i + 5000])),
                           reverse=True)[:10]
             for budget in budgets:
@@ -89,8 +91,8 @@ def quality(conn, search, Filters, questions, now, budgets) -> None:
                 times = []
                 for _ in range(3):
                     start = time.perf_counter()
-                    scorer = search.TextScorer(conn, search.query_words(q), ranking)
-                    hits = search.text_candidates(conn, q, filters, now, 50, ranking, scorer)[:10]
+                    scorer = fulltext.TextScorer(conn, fulltext.query_words(q), ranking)
+                    hits = fulltext.text_candidates(conn, q, filters, now, 50, ranking, scorer)[:10]
                     times.append(time.perf_counter() - start)
                 found = sorted((h.bm25 for h in exact.score([h.memory_id for h in hits])), reverse=True)
                 rows[budget].append((sum(found) / sum(best), sum(s >= best[-1] - 1e-9 for s in found) / len(best),

@@ -335,3 +335,19 @@ def log_event(conn: apsw.Connection, now: float, memory_id: int | None, kind: st
               detail: Mapping[str, Any]) -> None:
     conn.execute("INSERT INTO events (at, memory_id, kind, detail) VALUES (?, ?, ?, ?)",
                  (now, memory_id, kind, json.dumps(dict(detail))))
+
+
+def filtered_ids(conn: apsw.Connection, filters: Filters, now: float, most: int = -1) -> list[int]:
+    """The memories the filter admits (at most `most` of them; -1: all)."""
+    # The project and session again as plain equalities: the shared filter's `(:project IS NULL
+    # OR m.project = :project)` keeps SQLite off the scope index (25 ms against 0.2 ms to find 201
+    # memories of a 1% project of 1M).
+    scope = "".join(f" AND m.{c} = :{c}" for c in ("project", "session") if getattr(filters, c) is not None)
+    sql = "SELECT m.id FROM memories AS m WHERE " + query("filter") + scope + " LIMIT :most"
+    return [r[0] for r in conn.execute(sql, filter_params(filters, now) | {"most": most})]
+
+
+def visible(conn: apsw.Connection, ids: list[int], filters: Filters, now: float) -> set[int]:
+    sql = ("SELECT m.id FROM memories AS m WHERE m.id IN (SELECT value FROM json_each(:ids)) AND "
+           + query("filter"))
+    return {r[0] for r in conn.execute(sql, filter_params(filters, now) | {"ids": json.dumps(ids)})}

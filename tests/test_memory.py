@@ -6,7 +6,7 @@ import pytest
 
 from magray import Filters, InvalidInput, Memory, NotFound
 from magray.config import DAY, HOUR
-from magray.search import STOPWORDS
+from magray.fulltext import STOPWORDS
 
 
 def fts_rowids(m: Memory, word: str) -> set[int]:

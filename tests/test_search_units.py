@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from magray import search
+from magray import fulltext, search
 from magray.errors import InvalidInput
 from magray.types import Filters
 
@@ -30,7 +30,7 @@ def fts() -> apsw.Connection:
 
 
 def run(conn: apsw.Connection, text: str) -> list[int]:
-    match = search.fts_query(text)
+    match = fulltext.fts_query(text)
     if match is None:
         return []
     return [r[0] for r in conn.execute(
@@ -54,17 +54,17 @@ def test_operators_are_searched_for_as_words(fts):
 
 
 def test_possessive_finds_the_plain_word(fts):
-    assert search.query_words("What does Melanie's band play?") == ["melanie", "band", "play"]
+    assert fulltext.query_words("What does Melanie's band play?") == ["melanie", "band", "play"]
     assert run(fts, "Melanie’s") == [1]
 
 
 def test_only_stopwords_are_kept_when_nothing_else_is_left():
-    assert search.query_words("what is it") == ["what", "is", "it"]
-    assert search.fts_query("!!! ...") is None
+    assert fulltext.query_words("what is it") == ["what", "is", "it"]
+    assert fulltext.fts_query("!!! ...") is None
 
 
-def hit(memory_id: int, evidence: float) -> search.TextHit:
-    return search.TextHit(memory_id, evidence * 10, evidence)
+def hit(memory_id: int, evidence: float) -> fulltext.TextHit:
+    return fulltext.TextHit(memory_id, evidence * 10, evidence)
 
 
 def test_convex_fusion_adds_text_evidence_and_cosine_on_their_own_scales():
@@ -157,8 +157,8 @@ def test_text_scores_rank_like_fts5_bm25_on_its_matches(bm25_memory, query):
     memories FTS5 matches, all of them above 0."""
     conn = bm25_memory.connection
     in_c = {r[0] for r in conn.execute("SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?",
-                                       (search.fts_query(query),))}
-    found = search.text_candidates(conn, query, Filters(), 0.0, 50)
+                                       (fulltext.fts_query(query),))}
+    found = fulltext.text_candidates(conn, query, Filters(), 0.0, 50)
     assert {h.memory_id for h in found} == in_c and all(h.bm25 > 0 for h in found)
     assert [h.bm25 for h in found] == sorted((h.bm25 for h in found), reverse=True)
 
@@ -171,7 +171,7 @@ def test_bm25_by_hand_on_a_tiny_file(mem):
     first = mem.add("the cafe", layer="assets").id
     mem.add("a bakery", layer="assets")
     flat = search.Ranking(bm25_b=0.0)
-    (hit,) = search.text_candidates(mem.connection, "cafe", Filters(), 0.0, 10, flat)
+    (hit,) = fulltext.text_candidates(mem.connection, "cafe", Filters(), 0.0, 10, flat)
     assert hit.memory_id == first and hit.bm25 == pytest.approx(math.log(2)) and hit.evidence == pytest.approx(1.0)
 
 
@@ -180,9 +180,9 @@ def test_text_evidence_is_the_share_of_the_ideal_match(bm25_memory):
     words' idf: evidence 1. One word of two is about half, whatever the other candidates."""
     conn = bm25_memory.connection
     flat = search.Ranking(bm25_b=0.0, bm25_weights=(1.0, 1.0, 1.0))
-    both = {h.memory_id: h for h in search.text_candidates(conn, "painting pottery", Filters(), 0.0, 50, flat)}
+    both = {h.memory_id: h for h in fulltext.text_candidates(conn, "painting pottery", Filters(), 0.0, 50, flat)}
     assert both[bm25_memory.ids[2]].evidence == pytest.approx(1.0)
-    one = {h.memory_id: h for h in search.text_candidates(conn, "pottery zeppelin", Filters(), 0.0, 50, flat)}
+    one = {h.memory_id: h for h in fulltext.text_candidates(conn, "pottery zeppelin", Filters(), 0.0, 50, flat)}
     # "zeppelin" is in no memory: it keeps its full (higher) idf in the ideal, so "pottery" alone
     # is less than half of the query's evidence.
     import math
@@ -198,7 +198,7 @@ def test_b_sets_how_much_a_longer_text_is_punished(bm25_memory):
     short, long = bm25_memory.ids[1], bm25_memory.ids[2]  # "cafe" once in each
 
     def scores(b: float) -> dict[int, float]:
-        return {h.memory_id: h.bm25 for h in search.text_candidates(
+        return {h.memory_id: h.bm25 for h in fulltext.text_candidates(
             bm25_memory.connection, "cafe", Filters(), 0.0, 50, search.Ranking(bm25_b=b))}
 
     full = scores(0.75)

@@ -1,5 +1,5 @@
 """Text search with a posting budget: the rarest words are ranked by FTS5, the common ones only
-add what they weigh (search.text_candidates, TextScorer). Real files, budgets made small."""
+add what they weigh (fulltext.text_candidates, TextScorer). Real files, budgets made small."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from magray import Memory, search
+from magray import Memory, fulltext, search
 from magray.types import Filters
 
 UNBOUNDED = dataclasses.replace(search.DEFAULT_RANKING, text_budget=10**9)
@@ -38,12 +38,12 @@ def memory(tmp_path_factory, model_path):
 
 
 def candidates(mem, text, ranking, limit=50, filters=Filters()):
-    return search.text_candidates(mem.connection, text, filters, 0.0, limit, ranking)
+    return fulltext.text_candidates(mem.connection, text, filters, 0.0, limit, ranking)
 
 
 def count(mem, word):
     return mem.connection.execute("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?",
-                                  (search.fts_query_of([word]),)).fetchone()[0]
+                                  (fulltext.fts_query_of([word]),)).fetchone()[0]
 
 
 @pytest.mark.parametrize("query", ["zeppelin widget gadget", "albatross widget", "widget",
@@ -59,7 +59,7 @@ def test_document_frequencies_are_the_counts(memory, budget):
     fewer matches each than are read, so the estimate is the count too."""
     words = ["zeppelin", "widget", "gadget", "albatross", "report", "hangar", "nowhere"]
     ranking = dataclasses.replace(search.DEFAULT_RANKING, text_budget=budget)
-    scorer = search.TextScorer(memory.connection, words, ranking)
+    scorer = fulltext.TextScorer(memory.connection, words, ranking)
     assert scorer.frequencies == [count(memory, w) for w in words]
 
 
@@ -68,11 +68,11 @@ def test_a_frequency_estimated_from_few_matches_per_stratum(memory, monkeypatch)
     budget and one) nor above the number of memories; near the count for a word spread evenly
     ("passing": every other memory of the first 150), while a word packed into a part of a
     stratum is only bounded."""
-    monkeypatch.setattr(search, "_PER_STRATUM", 2)
+    monkeypatch.setattr(fulltext, "_PER_STRATUM", 2)
     every = memory.connection.execute("SELECT count(*) FROM memories").fetchone()[0]
     ranking = dataclasses.replace(search.DEFAULT_RANKING, text_budget=5)
     words = ["passing", "widget", "gadget", "report", "zeppelin"]
-    scorer = search.TextScorer(memory.connection, words, ranking)
+    scorer = fulltext.TextScorer(memory.connection, words, ranking)
     assert scorer.frequencies != [count(memory, w) for w in words]  # estimated, not counted
     assert all(6 <= estimate <= every for estimate in scorer.frequencies)
     assert count(memory, "passing") / 1.2 <= scorer.frequencies[0] <= 1.2 * count(memory, "passing")
@@ -89,7 +89,7 @@ def test_common_words_rank_the_rare_matches(memory):
     long_ids = {memory.ids[t["content"]] for t in LONG}
     assert not long_ids & set(by_zeppelin)
     ranking = dataclasses.replace(search.DEFAULT_RANKING, text_budget=15, rescore_depth=5)
-    scorer = search.TextScorer(conn, search.query_words("zeppelin widget gadget"), ranking)
+    scorer = fulltext.TextScorer(conn, fulltext.query_words("zeppelin widget gadget"), ranking)
     assert scorer.split() == (["zeppelin"], ["gadget", "widget"])  # rarest first
     hits = candidates(memory, "zeppelin widget gadget", ranking, limit=5)
     assert {h.memory_id for h in hits[:3]} == long_ids and all(h.matched == 3 for h in hits[:3])
@@ -101,7 +101,7 @@ def test_the_rare_word_first_and_common_matches_fill_the_pool(memory):
     """"widget" is over the budget, "albatross" in one memory: that memory comes first, and the
     pool, not full, takes the memories that hold only "widget", each scored as without the bound."""
     ranking = dataclasses.replace(search.DEFAULT_RANKING, text_budget=15)
-    scorer = search.TextScorer(memory.connection, ["albatross", "widget"], ranking)
+    scorer = fulltext.TextScorer(memory.connection, ["albatross", "widget"], ranking)
     assert scorer.split() == (["albatross"], ["widget"])
     hits = candidates(memory, "albatross widget", ranking)
     assert hits[0].memory_id == memory.ids[RARE[0]["content"]] and hits[0].matched == 2
@@ -124,7 +124,7 @@ def test_a_filter_with_the_bound(memory):
     word's fill the rest: the same hits as without the bound. Project "d" is small enough to be
     applied before the join, "a" and "b" are not."""
     rows = memory.connection.execute("SELECT count(*) FROM memories").fetchone()[0]
-    small = [search._small_scope(memory.connection, Filters(project=p), rows) for p in "abd"]
+    small = [fulltext._small_scope(memory.connection, Filters(project=p), rows) for p in "abd"]
     assert small == [False, False, True]
     ranking = dataclasses.replace(search.DEFAULT_RANKING, text_budget=15)
     for project in ("a", "b", "d"):
