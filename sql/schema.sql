@@ -1,4 +1,4 @@
--- The current magray schema in one file: what migrations/0001..0006 produce on a blank file.
+-- The current magray schema in one file: what migrations/0001..0007 produce on a blank file.
 -- tests/test_schema.py checks that the two stay equal. Vector tables (vec_chunks_<generation>) are
 -- created when a model is bound: see magray/vectors.py.
 
@@ -31,6 +31,7 @@ CREATE UNIQUE INDEX memories_unique_content ON memories (layer, project, content
     WHERE deleted_at IS NULL;
 CREATE INDEX memories_layer_created ON memories (layer, created_at);
 CREATE INDEX memories_scope ON memories (project, session);
+CREATE INDEX memories_session ON memories (session);
 CREATE INDEX memories_expires ON memories (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX memories_merged ON memories (merged_into) WHERE merged_into IS NOT NULL;
 

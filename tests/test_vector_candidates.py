@@ -174,3 +174,17 @@ def test_a_small_project_is_searched_exactly_and_a_large_one_through_the_index(t
     assert len(found) == 10 and {m for m, _ in found} <= set(large)
     assert len({m for m, _ in found} & set(_expected(large, set(), query, 10))) >= 6
     conn.close()
+
+
+def test_the_scope_of_a_session_alone_is_found_through_an_index(tmp_path):
+    # Deciding between exact and indexed search counts the scope's memories: for a session of
+    # any project that count once walked every memory of the file.
+    conn = _file(tmp_path, "s.db")
+    statements = []
+    conn.exec_trace = lambda cursor, sql, bindings: statements.append((sql, bindings)) or True
+    records.filtered_ids(conn, Filters(session="chat-1"), NOW, most=search.EXACT_SCOPE + 1)
+    conn.exec_trace = None
+    sql, bindings = next((s, b) for s, b in statements if "LIMIT :most" in s)
+    plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, bindings))
+    assert "USING INDEX memories_session" in plan, plan
+    conn.close()
