@@ -132,8 +132,12 @@ def _apply_pragmas(conn: apsw.Connection, profile: str) -> None:
     # Checkpoint the WAL back into the file once it reaches ~4 MB (SQLite's default, made explicit).
     conn.execute("PRAGMA wal_autocheckpoint=1000")
     # Read the file through the OS's page cache mapped in memory rather than copied into each
-    # connection's 2 MB cache: a search of a large file reads many pages it does not keep.
-    conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+    # connection's 2 MB cache: a search of a large file reads many pages it does not keep (1M
+    # memories: hybrid p50 29 -> 24 ms, bench/RESULTS.md). Not on a read-only follower, whose
+    # file another program (Litestream) rewrites outside SQLite's locks: a mapped page of a file
+    # that shrinks under it would crash the process rather than fail a read.
+    if not conn.readonly("main"):
+        conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
 
 
 @contextmanager

@@ -75,3 +75,14 @@ def test_not_sqlite_and_directory_are_refused(tmp_path):
     assert junk.read_bytes() == b"this is not a database" * 100
     with pytest.raises(StoreError, match="directory"):
         Memory.open(tmp_path)
+
+
+def test_a_read_only_file_is_not_memory_mapped(tmp_path):
+    # A follower's file is rewritten by Litestream outside SQLite's locks: no mapping there.
+    path = tmp_path / "m.db"
+    Memory.open(path).close()
+    conn = open_connection(path, read_only=True)
+    assert conn.execute("PRAGMA mmap_size").fetchone()[0] == 0
+    conn.close()
+    with Memory.open(path) as m:
+        assert m.connection.execute("PRAGMA mmap_size").fetchone()[0] > 0
