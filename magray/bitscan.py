@@ -78,23 +78,20 @@ class Unreadable(Exception):
 _shapes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def shape(conn: apsw.Connection, generation: int) -> Shape | None:
-    """The vector table of `generation` when its shadow tables have the layout read here (checked
-    once per connection), else None."""
+def shape(conn: apsw.Connection, name: str) -> Shape | None:
+    """The vector table `name` when its shadow tables have the layout read here (checked once per
+    connection), else None."""
     known = _shapes.setdefault(conn, {})
-    if generation not in known:
-        known[generation] = _check(conn, generation)
-    return known[generation]
+    if name not in known:
+        known[name] = _check(conn, name)
+    return known[name]
 
 
-def _check(conn: apsw.Connection, generation: int) -> Shape | None:
-    from .vectors import table
-
+def _check(conn: apsw.Connection, name: str) -> Shape | None:
     import numpy as np
 
     if not hasattr(np, "bitwise_count") or sys.byteorder != "little":  # numpy < 2; the layout's ints
         return None
-    name = table(generation)
     if conn.execute("SELECT vec_version()").fetchone()[0] not in VERSIONS:
         return None
     row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
@@ -111,12 +108,13 @@ def _check(conn: apsw.Connection, generation: int) -> Shape | None:
     return Shape(name, int(bits.group(1)))
 
 
-def coarse(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filters: Filters,
-           pool: int, probe_scale: int = 1) -> list[int] | None:
+def coarse(conn: apsw.Connection, name: str, generation: int, query: np.ndarray, k: int,
+           filters: Filters, pool: int, probe_scale: int = 1) -> list[int] | None:
     """The chunk ids of the best `pool` bit vectors by Hamming distance to `query` among those the
     filter admits (layer, project, session, time; not tags) in the nearest ANN lists, probing
-    more lists until k pass or every list is read. None: the layout is not the one read here."""
-    found = shape(conn, generation)
+    more lists until k pass or every list is read (`name`: the vector table of `generation`).
+    None: the layout is not the one read here."""
+    found = shape(conn, name)
     if found is None or query.shape[-1] != found.dim:
         return None
     conn.execute("SAVEPOINT bitscan")  # one snapshot for the list of chunks and their blobs

@@ -63,7 +63,7 @@ def fts_query_of(words: list[str]) -> str:
 class TextHit(NamedTuple):
     memory_id: int
     bm25: float  # BM25 with the Ranking's k1, b and field weights (higher is better)
-    evidence: float  # bm25 over the ideal match's, at most 1 (see the module's docstring)
+    evidence: float  # bm25 over the ideal match's, at most 1 (see magray/search.py's docstring)
     matched: int = 1  # how many of the query's words the memory holds
     words: int = 1  # how many words the query has
 
@@ -143,8 +143,7 @@ def _small_scope(conn: apsw.Connection, filters: Filters, rows: int) -> bool:
 
 def project_size(conn: apsw.Connection, filters: Filters, most: int) -> int | None:
     """How many memories (live or not) the filter's project and session hold, counted up to
-    `most` + 1 along the project's index; None without a project (a session alone has no index
-    to count along)."""
+    `most` + 1 along the project's index; None without a project."""
     if filters.project is None:
         return None
     return conn.execute(

@@ -14,7 +14,7 @@ class Ranking:
     The defaults were tuned on half of a conversational recall benchmark and checked on the other
     half (bench/recall_quality.py, bench/RESULTS.md)."""
 
-    # "convex": text_weight * text evidence (BM25 over the ideal match's, see the module's
+    # "convex": text_weight * text evidence (BM25 over the ideal match's, see magray/search.py's
     # docstring) + vector_weight * cosine similarity: both on absolute scales, so a candidate's
     # score does not depend on how weak the other candidates are.
     # "rrf": weighted reciprocal rank fusion, weight / (rrf_k + rank) from each list.

@@ -44,11 +44,15 @@ def vector_candidates(conn: apsw.Connection, generation: int, query_vec, filters
         # probing the index until enough of them turn up.
         return _best_per_memory(vectors.exact(conn, generation, query_vec, few, None), limit)
     # The bit pass ranks only the chunks that pass the filter, so a project's nearest vectors
-    # sink no deeper among them than in a file of the project's size: its pool is sized by that
+    # sink no deeper among them than in a file of the project's size: a project of at most
+    # CANDIDATES_FLAT_ROWS memories gets the pool of such a file, however large this one is
     # (at 1M, a 1% project: recall@10 0.923 with 256 candidates, 0.927 with 1,024, a quarter of
     # the re-ranking; bench/RESULTS.md).
-    held = project_size(conn, filters, vectors.CANDIDATES_FLAT_ROWS)
-    candidates = vectors.candidates_for(held) if held is not None and held <= vectors.CANDIDATES_FLAT_ROWS else None
+    candidates = None
+    if vectors.default_candidates(conn) > vectors.CANDIDATES:  # a file larger than the flat pool's
+        held = project_size(conn, filters, vectors.CANDIDATES_FLAT_ROWS)
+        if held is not None and held <= vectors.CANDIDATES_FLAT_ROWS:
+            candidates = vectors.CANDIDATES
     # Twice the memories asked for, in chunks: a long memory may fill several places.
     k = min(limit * 2, vectors.MAX_K)
     while True:

@@ -4,6 +4,7 @@ JSONL back with every stored field as it was (timestamps, use count, importance,
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -201,7 +202,12 @@ def _read_export(stream: IO[str], name: str) -> tuple[dict[str, Any], list[dict[
                     vector = np.asarray(chunk["vector"], dtype="<f4")
                 except (TypeError, ValueError):
                     raise InvalidInput(f"line {number} of {name}: a chunk vector is not a list of numbers") from None
-                chunk_vectors[str(chunk.get("text_hash"))] = vector.tobytes()
+                length = float(np.linalg.norm(vector)) if vector.ndim == 1 and vector.size else 0.0
+                if not math.isfinite(length) or length == 0.0:
+                    raise InvalidInput(f"line {number} of {name}: a chunk vector is empty, zero or not finite "
+                                       "(nothing was imported)")
+                # Stored as float16 at unit length, like the model's own vectors.
+                chunk_vectors[str(chunk.get("text_hash"))] = (vector / length).astype("<f4").tobytes()
         items.append({k: data[k] for k in IMPORTED_FIELDS if k in data})
     if header is None:
         raise InvalidInput(f"{name} is empty: not a magray JSONL export")

@@ -39,7 +39,7 @@ MAX_CANDIDATES = 2048
 # The largest k sqlite-vec accepts in one KNN query (SQLITE_VEC_VEC0_K_MAX).
 MAX_K = 4096
 # How the float vector is stored: little-endian float16 (768 bytes for 384 dimensions, ~5 rows in a
-# 4 KB page; float32 fit 2). Unit vectors lose < 1e-5 of cosine (tests/test_vectors.py).
+# 4 KB page; float32 fit 2). Unit vectors lose < 1e-5 of cosine (tests/test_file_size.py).
 STORED = "<f2"
 # float32 rows converted to float16 per write transaction by `to_float16` (~0.1 s on 2 cores).
 CONVERT_BATCH = 2_000
@@ -250,9 +250,9 @@ def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filte
     if candidates is None:
         candidates = default_candidates(conn)
     pool = min(max(k, candidates), MAX_K)
-    chosen = bitscan.coarse(conn, generation, query, k, filters, pool, probe_scale)
+    chosen = bitscan.coarse(conn, table(generation), generation, query, k, filters, pool, probe_scale)
     if chosen is not None:  # the same pass, read from sqlite-vec's tables in one go
-        return _best(float_rows(conn, generation, chosen), query, k)
+        return _best(conn, generation, float_rows(conn, generation, chosen), query, k)
 
     def scan(layer: str | None, shard: int, n: int) -> list[tuple[int, int]]:
         if layer is None:
@@ -292,7 +292,7 @@ def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filte
             break
         scale *= 4  # a filter left too few in the nearest lists: probe more of them
     coarse = sorted((d, chunk_id) for rows in found.values() for chunk_id, d in rows)[:pool]
-    return _best(float_rows(conn, generation, [c for _, c in coarse]), query, k)
+    return _best(conn, generation, float_rows(conn, generation, [c for _, c in coarse]), query, k)
 
 
 def _auxiliary(conn: apsw.Connection, generation: int) -> str | None:
@@ -329,10 +329,10 @@ def exact(conn: apsw.Connection, generation: int, query: np.ndarray, memory_ids:
     chunk_ids = [r[0] for r in conn.execute(
         "SELECT id FROM chunks WHERE generation = ? AND memory_id IN (SELECT value FROM json_each(?))",
         (generation, json.dumps(memory_ids)))]
-    return _best(float_rows(conn, generation, chunk_ids), query, k)
+    return _best(conn, generation, float_rows(conn, generation, chunk_ids), query, k)
 
 
-def _best(rows: list[tuple[int, int, bytes]], query: np.ndarray,
+def _best(conn: apsw.Connection, generation: int, rows: list[tuple[int, int, bytes]], query: np.ndarray,
           k: int | None) -> list[tuple[int, int, float]]:
     """The k rows (None: all) whose float vector has the highest cosine with `query`, best first
     (vectors are unit length)."""
@@ -341,7 +341,13 @@ def _best(rows: list[tuple[int, int, bytes]], query: np.ndarray,
     if not rows:
         return []
     query = np.asarray(query, dtype=np.float32)
-    sims = decode([r[2] for r in rows], len(query)) @ query
+    # Read at the table's own dimension: a float16 row of 2n dimensions has the length of a
+    # float32 row of n, so a query of another size would otherwise be scored against noise.
+    dim = dimension(conn, generation)
+    if dim != len(query):
+        raise StoreError(f"the vector table holds {dim}-dimension vectors, the query has {len(query)}: "
+                         "run `magray doctor`")
+    sims = decode([r[2] for r in rows], dim) @ query
     order = np.argsort(-sims)[:k]
     return [(rows[i][0], rows[i][1], float(sims[i])) for i in order]
 

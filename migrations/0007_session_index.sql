@@ -2,4 +2,4 @@
 -- between exact and indexed vector search by counting the session's memories; memories_scope
 -- (project, session) cannot serve a session without its project, so that count scanned every
 -- memory (~2 s at 1M when the session matched nothing).
-CREATE INDEX memories_session ON memories (session);
+CREATE INDEX IF NOT EXISTS memories_session ON memories (session);

@@ -90,13 +90,13 @@ def _admits(i: int, f: Filters) -> bool:
 
 def test_the_layout_is_recognised(store):
     conn, _ = store
-    assert bitscan.shape(conn, GENERATION) == bitscan.Shape(vectors.table(GENERATION), DIM)
+    assert bitscan.shape(conn, vectors.table(GENERATION)) == bitscan.Shape(vectors.table(GENERATION), DIM)
 
 
 def test_the_pool_is_the_best_by_bits(store):
     conn, vecs = store
     for query in _queries():
-        ids = bitscan.coarse(conn, GENERATION, query, 10, Filters(), 200, probe_scale=100)
+        ids = bitscan.coarse(conn, vectors.table(GENERATION), GENERATION, query, 10, Filters(), 200, probe_scale=100)
         assert len(ids) == len(set(ids)) == 200
         distance = _hamming(vecs, query)
         chosen = np.zeros(ROWS, bool)
@@ -131,7 +131,7 @@ def test_deleted_rows_never_come_back(store):
     kept = np.ones(ROWS, bool)
     kept[np.array(gone) - 1] = False
     assert [h[0] for h in inside] == exact_ids(vecs, query, 10, kept)
-    ids = bitscan.coarse(conn, GENERATION, query, 10, Filters(), ROWS + 30, probe_scale=100)
+    ids = bitscan.coarse(conn, vectors.table(GENERATION), GENERATION, query, 10, Filters(), ROWS + 30, probe_scale=100)
     assert len(ids) == ROWS + 30 - len(gone) and not set(ids) & set(gone) and set(added) <= set(ids)
     everything = np.concatenate([vecs, new])
     mask = np.concatenate([kept, np.ones(len(new), bool)])
@@ -157,7 +157,7 @@ def test_filters_apply_inside_the_scan(store, filters):
     conn, vecs = store
     admitted = np.array([_admits(i, filters) for i in range(ROWS)])
     for query in _queries(3):
-        assert bitscan.coarse(conn, GENERATION, query, 10, filters, 300) is not None  # no fallback
+        assert bitscan.coarse(conn, vectors.table(GENERATION), GENERATION, query, 10, filters, 300) is not None  # no fallback
         hits = vectors.knn(conn, GENERATION, query, 10, filters)
         assert len(hits) == min(10, admitted.sum())
         assert all(admitted[h[0] - 1] for h in hits)
@@ -171,8 +171,8 @@ def test_a_file_of_another_layout_is_searched_through_sqlite_vec(store, monkeypa
         conn.execute(f"CREATE VIRTUAL TABLE vec_chunks_7 USING vec0(chunk_id INTEGER PRIMARY KEY, "
                      f"layer TEXT PARTITION KEY, shard INTEGER PARTITION KEY, embedding_bits bit[{DIM}], "
                      "session TEXT, project TEXT, created_at FLOAT, +memory_id INTEGER, +embedding BLOB)")
-    assert bitscan.shape(conn, 7) is None
-    assert bitscan.shape(conn, GENERATION) is not None
+    assert bitscan.shape(conn, vectors.table(7)) is None
+    assert bitscan.shape(conn, vectors.table(GENERATION)) is not None
     monkeypatch.setattr(bitscan, "_check", lambda conn, generation: None)
     fresh = open_connection(conn.filename)
     try:

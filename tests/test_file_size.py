@@ -84,6 +84,7 @@ def _as_before_float16(db) -> int:
             conn.executemany(f"UPDATE {vectors.table(generation)} SET embedding = ? WHERE chunk_id = ?",
                              [(vec.astype("<f4").tobytes(), chunk_id) for chunk_id, vec in model.items()])
             conn.execute("DELETE FROM settings WHERE key LIKE 'float16:%'")
+            conn.execute("DROP INDEX memories_session")  # migration 7's
             conn.execute("PRAGMA user_version = 5")
         assert {len(b) for b in _stored(conn, generation).values()} == {4 * 384}
         return len(model)

@@ -114,6 +114,12 @@ def test_import_is_checked_before_anything_is_written(mem, tmp_path):
     transfer.export_jsonl(mem, out)
     header, record = out.getvalue().splitlines()
     edited = json.loads(record) | {"content": "edited by hand"}
+
+    def with_vector(values):
+        line = json.loads(record) | {"chunks": [{"seq": 0, "text_hash": "h", "vector": values}]}
+        return header + "\n" + json.dumps(line) + "\n"
+
+    dim = 384
     bad_inputs = {
         "not a magray JSONL export": '{"content": "plain add --jsonl line"}\n',
         "is empty": "\n",
@@ -121,6 +127,8 @@ def test_import_is_checked_before_anything_is_written(mem, tmp_path):
         "does not match its content_hash": header + "\n" + json.dumps(edited) + "\n",
         "newer|upgrade magray": json.dumps(json.loads(header) | {"version": 99}) + "\n",
         "access_count": header + "\n" + json.dumps(json.loads(record) | {"access_count": -1}) + "\n",
+        "not finite": with_vector([float("nan")] * dim),
+        "zero": with_vector([0.0] * dim),
     }
     with Memory.open(tmp_path / "target.db") as target:
         for message, text in bad_inputs.items():

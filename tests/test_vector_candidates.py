@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from helpers.reliability import run_cli, subprocess_env
 from magray import records, search, vectors
+from magray.errors import StoreError
 from magray.db import open_connection, write_transaction
 from magray.schema import migrate
 from magray.types import Filters
@@ -187,4 +188,16 @@ def test_the_scope_of_a_session_alone_is_found_through_an_index(tmp_path):
     sql, bindings = next((s, b) for s, b in statements if "LIMIT :most" in s)
     plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, bindings))
     assert "USING INDEX memories_session" in plan, plan
+    conn.close()
+
+
+def test_a_query_of_another_dimension_is_refused_not_scored(tmp_path):
+    # A float16 row of 2n dimensions is as long as a float32 row of n: read at the query's size
+    # it would give cosines of noise.
+    conn = _file(tmp_path, "d.db")
+    rng = np.random.default_rng(5)
+    with write_transaction(conn):
+        memory_id = _add(conn, 0, _unit(rng, 1))
+    with pytest.raises(StoreError, match="16-dimension vectors, the query has 8"):
+        vectors.exact(conn, GENERATION, np.ones(8, np.float32) / np.sqrt(8), [memory_id], None)
     conn.close()
