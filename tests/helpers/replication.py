@@ -54,7 +54,13 @@ def replica_contents(url: str, env: dict[str, str]) -> set[str]:
                               env=child_env(env), timeout=60)
         if proc.returncode != 0:
             return set()
-        return contents(out)
+        try:
+            return contents(out)
+        except sqlite3.DatabaseError:
+            # Restored while the restarted Litestream was still writing the replica's files: not
+            # caught up yet. A replica that stays damaged times the caller's wait out, and the
+            # tests' final restores go through magray, which checks the copy's integrity.
+            return set()
 
 
 def contents(db: Path) -> set[str]:
