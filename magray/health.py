@@ -249,6 +249,12 @@ def _vector_findings(conn: apsw.Connection, bound: binding_mod.Binding, counts: 
         ids = _ids(conn, _vector_query(problem, table), params)
         if ids:
             found.append(_finding(problem, ids, message))
+    auxiliary = vectors.auxiliary_table(conn, bound.generation)
+    if auxiliary is not None:
+        ids = _ids(conn, query("doctor_damaged_vectors").replace("/*AUX*/", auxiliary), {"dim": dim})
+        if ids:
+            found.append(_finding("damaged_vectors", ids, "memories have stored vectors "
+                                  "of the wrong size (searches that read them fail)"))
     return found
 
 
@@ -287,11 +293,17 @@ def _repair(conn: apsw.Connection, findings: list[Finding], load_embedder: LoadE
                 for memory_id in stale:
                     vectors.delete_for_memory(conn, bound.generation, memory_id)
                 done["stale_vectors"] = len(stale)
+            if "damaged_vectors" in problems:
+                damaged = _ids(conn, query("doctor_damaged_vectors").replace(
+                    "/*AUX*/", vectors.auxiliary_table(conn, bound.generation)), {"dim": bound.dim})
+                for memory_id in damaged:
+                    vectors.delete_for_memory(conn, bound.generation, memory_id)
+                done["damaged_vectors"] = len(damaged)
         if done:
             records.log_event(conn, now, None, "repair", done)
     if "hash_mismatch" in problems:
         reconcile.run(conn, load_embedder, lambda: now)
-    if bound is not None and problems & {"missing_vectors", "vector_table_missing", "stale_vectors"}:
+    if bound is not None and problems & {"missing_vectors", "vector_table_missing", "stale_vectors", "damaged_vectors"}:
         _reembed(conn, load_embedder, now, progress)
 
 

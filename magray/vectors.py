@@ -70,7 +70,7 @@ def decode(blobs: Sequence[bytes], dim: int) -> np.ndarray:
     for i, blob in enumerate(blobs):
         if len(blob) not in (2 * dim, 4 * dim):
             raise StoreError(f"a stored vector has {len(blob)} bytes, not {dim} float16 or float32 values: "
-                             "run `magray doctor`")
+                             "run `magray doctor --repair`")
         out[i] = np.frombuffer(blob, dtype=STORED if len(blob) == 2 * dim else "<f4")
         if len(blob) == 2 * dim:
             out[i] = _unit(out[i])
@@ -295,7 +295,7 @@ def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filte
     return _best(conn, generation, float_rows(conn, generation, [c for _, c in coarse]), query, k)
 
 
-def _auxiliary(conn: apsw.Connection, generation: int) -> str | None:
+def auxiliary_table(conn: apsw.Connection, generation: int) -> str | None:
     """sqlite-vec's own table of the auxiliary columns (memory_id, embedding), when it has the
     expected shape: read directly, a float vector costs ~12 us instead of ~75 us through the
     virtual table (measured at 100K rows). None: go through the virtual table."""
@@ -312,7 +312,7 @@ _auxiliary_shape: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def float_rows(conn: apsw.Connection, generation: int, chunk_ids: list[int]) -> list[tuple[int, int, bytes]]:
     """(chunk_id, memory_id, stored vector: see `decode`) of the given chunks (those that exist)."""
-    auxiliary = _auxiliary(conn, generation)
+    auxiliary = auxiliary_table(conn, generation)
     if auxiliary is not None:
         sql = (f"SELECT a.rowid, a.value00, a.value01 FROM json_each(?) AS j "
                f"JOIN {auxiliary} AS a ON a.rowid = j.value")

@@ -150,6 +150,27 @@ def test_missing_vector_table_is_rebuilt(built, tmp_path):
     assert not problems, problems
 
 
+def test_a_damaged_stored_vector_is_found_and_re_embedded(built, tmp_path):
+    db, ids = built
+    conn = open_raw(db)
+    generation = conn.execute("SELECT generation FROM model_binding").fetchone()[0]
+    chunk = conn.execute("SELECT id FROM chunks WHERE memory_id = ?", (ids["m2"],)).fetchone()[0]
+    conn.execute(f"UPDATE vec_chunks_{generation} SET embedding = x'00112233' WHERE chunk_id = ?", (chunk,))
+    conn.close()
+    env = subprocess_env(tmp_path)
+    broken = run_cli(db, env, "search", "token2 memory about topic 2", "--json")
+    assert broken.returncode != 0 and "doctor --repair" in broken.stderr and broken.stderr.count("\n") == 1
+    before = content_digest(db)
+    proc, data = _doctor(db, tmp_path)
+    assert proc.returncode == 8
+    assert [(f["problem"], f["count"], f["sample"]) for f in data["findings"]] == [("damaged_vectors", 1, [ids["m2"]])]
+    proc, data = _doctor(db, tmp_path, "--repair")
+    assert proc.returncode == 0 and data["healthy"], proc.stdout
+    assert content_digest(db) == before
+    hits = json.loads(run_cli(db, env, "--json", "search", "token2 memory about topic 2").stdout)["data"]
+    assert hits[0]["memory"]["id"] == ids["m2"]
+
+
 def test_dimension_mismatch_is_reported_not_repaired(built, tmp_path):
     db, _ = built
     conn = open_raw(db)
