@@ -146,17 +146,18 @@ def project_size(conn: apsw.Connection, filters: Filters, most: int) -> int | No
     `most` + 1 along the project's index; None without a project."""
     if filters.project is None:
         return None
-    return conn.execute(
-        "SELECT count(*) FROM (SELECT 1 FROM memories WHERE project = :project "
-        "AND (:session IS NULL OR session = :session) LIMIT :most)",
-        {"project": filters.project, "session": filters.session, "most": most + 1}).fetchone()[0]
+    return conn.execute(f"SELECT count(*) FROM ({_PROJECT_MEMORIES} LIMIT :most)",
+                        {"project": filters.project, "session": filters.session, "most": most + 1}).fetchone()[0]
+
+
+# The memories of the filter's project (and session, when it names one), along the project's index.
+_PROJECT_MEMORIES = "SELECT id FROM memories WHERE project = :project AND (:session IS NULL OR session = :session)"
 
 
 def _scoped(sql: str, scoped: bool) -> str:
     """`sql` with the project's ids applied to each match where `scoped` (the unary + keeps the
     planner from looking each id up in FTS5 instead)."""
-    scope = (" AND +memories_fts.rowid IN (SELECT id FROM memories WHERE project = :project "
-             "AND (:session IS NULL OR session = :session))")
+    scope = f" AND +memories_fts.rowid IN ({_PROJECT_MEMORIES})"
     return sql.replace("/*SCOPE*/", scope if scoped else "")
 
 

@@ -48,8 +48,8 @@ def vector_candidates(conn: apsw.Connection, generation: int, query_vec, filters
     # CANDIDATES_FLAT_ROWS memories gets the pool of such a file, however large this one is
     # (at 1M, a 1% project: recall@10 0.923 with 256 candidates, 0.927 with 1,024, a quarter of
     # the re-ranking; bench/RESULTS.md).
-    candidates = None
-    if vectors.default_candidates(conn) > vectors.CANDIDATES:  # a file larger than the flat pool's
+    candidates = vectors.default_candidates(conn)
+    if candidates > vectors.CANDIDATES:  # a file larger than the flat pool's
         held = project_size(conn, filters, vectors.CANDIDATES_FLAT_ROWS)
         if held is not None and held <= vectors.CANDIDATES_FLAT_ROWS:
             candidates = vectors.CANDIDATES

@@ -225,11 +225,7 @@ def default_candidates(conn: apsw.Connection) -> int:
     rows^0.6 (1,024 at 1M). The true nearest neighbours sink among the best Hamming matches as
     the file grows: the best 256 / 1,024 by Hamming distance held 0.94 / 0.99 of the exact top
     10 at 100K vectors, 0.81 / 0.96 at 1M (question queries, bench/RESULTS.md)."""
-    return candidates_for(conn.execute("SELECT coalesce(max(id), 0) FROM chunks").fetchone()[0])
-
-
-def candidates_for(rows: int) -> int:
-    """The pool for a search among `rows` vectors (see default_candidates)."""
+    rows = conn.execute("SELECT coalesce(max(id), 0) FROM chunks").fetchone()[0]
     return int(min(MAX_CANDIDATES, max(CANDIDATES, CANDIDATES * (rows / CANDIDATES_FLAT_ROWS) ** 0.6)))
 
 

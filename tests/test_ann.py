@@ -9,9 +9,9 @@ import pytest
 
 from helpers.reliability import start_worker, subprocess_env
 from helpers.nearest import exact_ids
+from helpers.vector_files import add_memory, clustered, vector_file
 from magray import Memory, ann, rebalance, records, vectors
-from magray.db import open_connection, write_transaction
-from magray.schema import migrate
+from magray.db import write_transaction
 from magray.types import Filters
 
 DIM = 32
@@ -20,20 +20,11 @@ ROWS = 3000
 
 
 def _clustered(rng: np.random.Generator, n: int, dim: int = DIM, centres: int = 12) -> np.ndarray:
-    """Unit vectors around a few centres, like embeddings of a few topics."""
-    c = rng.normal(size=(centres, dim)).astype(np.float32)
-    x = c[rng.integers(0, centres, n)] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return clustered(rng, n, dim, centres)
 
 
 def _add(conn, i: int, vec: np.ndarray, project: str, layer: str = "assets") -> int:
-    content = f"memory {i}"
-    memory_id = records.insert(conn, {
-        "layer": layer, "content": content, "content_hash": records.content_hash(content),
-        "title": None, "kind": None, "source": None, "project": project, "session": "",
-        "metadata": "{}", "created_at": float(i), "importance": 0.5, "expires_at": None}, [])
-    vectors.insert_chunks(conn, GENERATION, memory_id, layer, project, "", float(i), [f"h{i}"], vec[None, :])
-    return memory_id
+    return add_memory(conn, GENERATION, i, vec[None, :], layer=layer, project=project, created_at=float(i))
 
 
 def _project(i: int) -> str:
@@ -43,11 +34,9 @@ def _project(i: int) -> str:
 @pytest.fixture
 def store(tmp_path):
     """ROWS vectors in 12 topics; memory id i + 1 holds vector i; project 'rare' on 15 of them."""
-    conn = open_connection(tmp_path / "a.db")
-    migrate(conn, tmp_path / "a.db")
+    conn = vector_file(tmp_path / "a.db", GENERATION, DIM)
     vecs = _clustered(np.random.default_rng(0), ROWS)
     with write_transaction(conn):
-        vectors.create(conn, GENERATION, DIM)
         for i, vec in enumerate(vecs):
             _add(conn, i, vec, _project(i))
     yield conn, vecs

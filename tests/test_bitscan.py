@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from helpers.nearest import exact_ids
-from magray import bitscan, rebalance, records, vectors
+from helpers.vector_files import add_memory, clustered, vector_file
+from magray import bitscan, rebalance, vectors
 from magray.db import open_connection, write_transaction
-from magray.schema import migrate
 from magray.types import Filters
 
 DIM = 128
@@ -21,10 +21,8 @@ LAYERS = ("interact", "insights", "assets")
 PROJECTS = ("customer-project-1", "customer-project-2", "customer-project-3")
 
 
-def _clustered(rng: np.random.Generator, n: int, centres: int = 12) -> np.ndarray:
-    c = rng.normal(size=(centres, DIM)).astype(np.float32)
-    x = c[rng.integers(0, centres, n)] + 0.6 * rng.normal(size=(n, DIM)).astype(np.float32)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+def _clustered(rng: np.random.Generator, n: int) -> np.ndarray:
+    return clustered(rng, n, DIM)
 
 
 def _layer(i: int) -> str:
@@ -40,25 +38,17 @@ def _session(i: int) -> str:
 
 
 def _add(conn, i: int, vec: np.ndarray) -> int:
-    content = f"memory {i}"
-    memory_id = records.insert(conn, {
-        "layer": _layer(i), "content": content, "content_hash": records.content_hash(content),
-        "title": None, "kind": None, "source": None, "project": _project(i), "session": _session(i),
-        "metadata": "{}", "created_at": float(i), "importance": 0.5, "expires_at": None}, [])
-    vectors.insert_chunks(conn, GENERATION, memory_id, _layer(i), _project(i), _session(i), float(i),
-                          [f"h{i}"], vec[None, :])
-    return memory_id
+    return add_memory(conn, GENERATION, i, vec[None, :], layer=_layer(i), project=_project(i),
+                      session=_session(i), created_at=float(i))
 
 
 @pytest.fixture(params=[False, True], ids=["flat", "lists"])
 def store(request, tmp_path):
     """ROWS memories of one chunk (memory id i + 1 holds vector i), flat or in 60 trained lists
     (16 of them probed)."""
-    conn = open_connection(tmp_path / "b.db")
-    migrate(conn, tmp_path / "b.db")
+    conn = vector_file(tmp_path / "b.db", GENERATION, DIM)
     vecs = _clustered(np.random.default_rng(0), ROWS)
     with write_transaction(conn):
-        vectors.create(conn, GENERATION, DIM)
         for i, vec in enumerate(vecs):
             _add(conn, i, vec)
     if request.param:

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers.reliability import run_cli, subprocess_env
+from helpers.vector_files import add_memory, vector_file
 from magray import records, search, vectors
 from magray.errors import StoreError
-from magray.db import open_connection, write_transaction
-from magray.schema import migrate
+from magray.db import write_transaction
 from magray.types import Filters
 
 DIM = 16
@@ -28,23 +28,12 @@ def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _add(conn, i: int, chunks: np.ndarray, *, expired: bool = False, project: str = "") -> int:
-    content = f"memory {i}"
-    memory_id = records.insert(conn, {
-        "layer": "interact", "content": content, "content_hash": records.content_hash(content),
-        "title": None, "kind": None, "source": None, "project": project, "session": "",
-        "metadata": "{}", "created_at": NOW - 100, "importance": 0.5,
-        "expires_at": NOW - 1 if expired else None}, [])
-    vectors.insert_chunks(conn, GENERATION, memory_id, "interact", project, "", NOW - 100,
-                          [f"h{i}-{j}" for j in range(len(chunks))], chunks)
-    return memory_id
+    return add_memory(conn, GENERATION, i, chunks, layer="interact", project=project, created_at=NOW - 100,
+                      expires_at=NOW - 1 if expired else None)
 
 
 def _file(tmp_path, name: str):
-    conn = open_connection(tmp_path / name)
-    migrate(conn, tmp_path / name)
-    with write_transaction(conn):
-        vectors.create(conn, GENERATION, DIM)
-    return conn
+    return vector_file(tmp_path / name, GENERATION, DIM)
 
 
 def _expected(stored: dict[int, np.ndarray], hidden: set[int], query: np.ndarray, limit: int) -> list[int]:
