@@ -127,8 +127,11 @@ def coarse(conn: apsw.Connection, name: str, generation: int, query: np.ndarray,
 
 
 class _Scan:
-    """The chunks read so far for one query (those with a slot that passes the filter): each
-    slot's Hamming distance, or `none` (dim + 1) when the slot is empty or does not pass."""
+    """The chunks read so far for one query (those with a slot that passes the filter) and the
+    Hamming distance of each of their used slots, or `none` (dim + 1) when the slot is empty or
+    does not pass. sqlite-vec fills a chunk's slots in order, and a list holds fewer vectors than
+    a chunk has slots (at 1M: 1,819 chunks of 1,024 slots for 1,000,000 vectors), so only each
+    chunk's slots up to its last valid one are read and ranked: about half of them there."""
 
     def __init__(self, conn: apsw.Connection, found: Shape, query: np.ndarray, filters: Filters) -> None:
         import numpy as np
@@ -145,8 +148,9 @@ class _Scan:
                      if v is not None and len(v.encode()) > TEXT_INLINE}
         self.size = 0  # slots per chunk
         self.chunks = np.empty(0, np.int64)  # chunk ids, as read
-        self.distance = np.empty(0, np.int32)  # per slot
-        self.verified = np.empty(0, bool)  # per slot: passed _verify
+        self.slot = np.empty(0, np.int64)  # per used slot: chunk index * size + its place there
+        self.distance = np.empty(0, np.int32)  # per used slot
+        self.verified = np.empty(0, bool)  # per used slot: passed _verify
         self.rowids = np.empty((0, 0), np.int64)  # per chunk, read when one of its slots is chosen
         self.loaded = np.empty(0, bool)  # per chunk: its rowids are read
         self.blobs: dict[tuple[str, str], apsw.Blob] = {}
@@ -218,22 +222,31 @@ class _Scan:
                 passes &= created >= self.filters.since
             if self.filters.until is not None:
                 passes &= created < self.filters.until
-        # Only the chunks with a slot that passes: under a selective filter, many have none.
-        kept = np.flatnonzero(passes.reshape(len(ids), size).any(axis=1))
+        # Only the chunks with a slot that passes (under a selective filter many have none), and
+        # in each only its slots up to the last one that passes.
+        passes = passes.reshape(len(ids), size)
+        kept = np.flatnonzero(passes.any(axis=1))
         ids = [ids[i] for i in kept]
-        passes = passes.reshape(-1, size)[kept].reshape(-1)
-        bits = self._blobs("vector_chunks00", "vectors", ids, size * self.width).view(self.word)
-        bits = bits.reshape(len(ids) * size, self.width // self.word.itemsize)
+        passes = passes[kept]
+        used = size - np.argmax(passes[:, ::-1], axis=1)
+        starts = np.concatenate([[0], np.cumsum(used)])
+        slot = (np.arange(starts[-1]) - np.repeat(starts[:-1] - np.arange(len(ids)) * size, used))
+        bits = np.empty((int(starts[-1]), self.width), np.uint8)
+        flat = bits.reshape(-1)
+        for chunk_id, start, n in zip(ids, starts[:-1].tolist(), used.tolist()):
+            blob = self._blob("vector_chunks00", "vectors", chunk_id, size * self.width)
+            blob.read_into(flat, start * self.width, n * self.width)
+        bits = bits.view(self.word)
         # Word by word: XOR with a scalar and popcount over a column are ~2x faster than XOR
         # with a broadcast row and a sum along the rows' few words.
         distance = np.zeros(len(bits), np.int32)
         for column, word in enumerate(self.bits):
             distance += np.bitwise_count(bits[:, column] ^ word)
-        distance[~passes] = self.none
+        distance[~passes.reshape(-1)[slot]] = self.none
+        self.slot = np.concatenate([self.slot, slot + len(self.chunks) * size])
         self.chunks = np.concatenate([self.chunks, np.array(ids, np.int64)])
         self.distance = np.concatenate([self.distance, distance])
         self.verified = np.concatenate([self.verified, np.zeros(len(distance), bool)])
-        self.rowids = np.concatenate([self.rowids.reshape(-1, size), np.empty((len(ids), size), np.int64)])
         self.loaded = np.concatenate([self.loaded, np.zeros(len(ids), bool)])
 
     def _text_equals(self, index: int, value: str, ids: list[int]) -> np.ndarray:
@@ -251,7 +264,7 @@ class _Scan:
         return (slots[:, 0] == want[0]) & (slots[:, 1] == want[1])
 
     def _choose(self, pool: int) -> np.ndarray:
-        """The slots of the best `pool` distances among those that pass (ties at the threshold:
+        """The used slots (indexes into `distance`) of the best `pool` distances among those that pass (ties at the threshold:
         the first ones read), values too long for a slot checked in full."""
         import numpy as np
 
@@ -283,11 +296,18 @@ class _Scan:
         params = {"ids": json.dumps(rowids.tolist())} | {f"v{i}": v for i, v in self.long.items()}
         return np.isin(rowids, [r[0] for r in self.conn.execute(sql, params)])
 
-    def _rowids(self, slots: np.ndarray) -> np.ndarray:
-        """The vec0 rowid (chunk id) of each slot, reading the rowids of the chunks not read yet."""
+    def _rowids(self, used: np.ndarray) -> np.ndarray:
+        """The vec0 rowid (chunk id) of each used slot, reading the rowids of the chunks not read
+        yet."""
         import numpy as np
 
+        slots = self.slot[used]
         chunks = np.unique(slots // self.size)
+        if len(self.rowids) < len(self.chunks):  # room for the chunks read since (left unset)
+            grown = np.empty((len(self.chunks), self.size), np.int64)
+            if len(self.rowids):
+                grown[:len(self.rowids)] = self.rowids
+            self.rowids = grown
         missing = chunks[~self.loaded[chunks]]
         if len(missing):
             data = self._blobs("chunks", "rowids", self.chunks[missing].tolist(), self.size * 8)
