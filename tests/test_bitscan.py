@@ -84,14 +84,34 @@ def test_the_layout_is_recognised(store):
 
 
 def test_the_pool_is_the_best_by_bits(store):
+    """The best OVERSAMPLE x pool by Hamming distance, of which the best `pool` by the query's
+    floats summed where a row's bit is set."""
     conn, vecs = store
+    pool = 200
     for query in _queries():
-        ids = bitscan.coarse(conn, vectors.table(GENERATION), GENERATION, query, 10, Filters(), 200, probe_scale=100)
-        assert len(ids) == len(set(ids)) == 200
+        ids = bitscan.coarse(conn, vectors.table(GENERATION), GENERATION, query, 10, Filters(), pool, probe_scale=100)
+        assert len(ids) == len(set(ids)) == pool
         distance = _hamming(vecs, query)
         chosen = np.zeros(ROWS, bool)
         chosen[np.array(ids) - 1] = True
-        assert distance[chosen].max() <= distance[~chosen].min()
+        threshold = np.sort(distance)[bitscan.OVERSAMPLE * pool - 1]
+        assert distance[chosen].max() <= threshold
+        weighed = (vecs > 0).astype(np.float64) @ query
+        surely_wide = ~chosen & (distance < threshold)  # kept by the Hamming pass, then dropped
+        assert weighed[chosen].min() >= weighed[surely_wide].max() - 1e-5
+
+
+def test_weighing_the_bits_by_the_query_finds_more_true_neighbours(store):
+    conn, vecs = store
+    found = {False: 0, True: 0}
+    for query in _queries(8):
+        true = set(exact_ids(vecs, query, 10))
+        distance = _hamming(vecs, query)
+        by_hamming = set((np.argsort(distance, kind="stable")[:40] + 1).tolist())
+        ids = bitscan.coarse(conn, vectors.table(GENERATION), GENERATION, query, 10, Filters(), 40, probe_scale=100)
+        found[False] += len(true & by_hamming)
+        found[True] += len(true & set(ids))
+    assert found[True] > found[False]
 
 
 def test_the_same_top_k_as_sqlite_vec_and_exact_with_a_full_pool(store, monkeypatch):
