@@ -132,6 +132,22 @@ def coarse(conn: apsw.Connection, name: str, generation: int, query: np.ndarray,
         conn.execute("RELEASE bitscan")
 
 
+def _used(passes: np.ndarray) -> np.ndarray:
+    """Per chunk (a row of per-slot flags): its slots up to the last one set (0 when none is)."""
+    import numpy as np
+
+    return np.where(passes.any(axis=1), passes.shape[1] - np.argmax(passes[:, ::-1], axis=1), 0)
+
+
+def _ranges(used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(chunk, place) of each of the first `used[i]` slots of each chunk i, in order."""
+    import numpy as np
+
+    starts = np.cumsum(used) - used
+    chunk = np.repeat(np.arange(len(used)), used)
+    return chunk, np.arange(int(used.sum())) - starts[chunk]
+
+
 class _Scan:
     """The chunks read so far for one query (those with a slot that passes the filter) and the
     Hamming distance of each of their used slots, or `none` (dim + 1) when the slot is empty or
@@ -199,6 +215,21 @@ class _Scan:
             self._blob(suffix, column, chunk_id, length).read_into(row)
         return out
 
+    def _prefixes(self, suffix: str, column: str, chunk_ids: list[int], used: np.ndarray,
+                  slot_bytes: int) -> np.ndarray:
+        """The first `used[i]` slots of `slot_bytes` bytes of each chunk `chunk_ids[i]`, one chunk
+        after the other: shape (used.sum(), slot_bytes)."""
+        import numpy as np
+
+        out = np.empty((int(used.sum()), slot_bytes), np.uint8)
+        flat = out.reshape(-1)
+        at = 0
+        for chunk_id, n in zip(chunk_ids, used.tolist()):
+            if n:
+                self._blob(suffix, column, chunk_id, self.size * slot_bytes).read_into(flat, at, n * slot_bytes)
+                at += n * slot_bytes
+        return out
+
     def _read(self, keys: list[int]) -> None:
         """Read the chunks of the lists `keys` (of the filter's layers): distance per slot."""
         import numpy as np
@@ -218,31 +249,38 @@ class _Scan:
             raise Unreadable(f"{self.table}_chunks: chunks of {size} slots expected")
         self.size = size
         ids = [r[0] for r in rows]
-        passes = np.unpackbits(np.frombuffer(b"".join(r[2] for r in rows), np.uint8), bitorder="little")
-        passes = passes.astype(bool)
-        for index, value in ((0, self.filters.project), (1, self.filters.session)):
-            if value is not None:
-                passes &= self._text_equals(index, value, ids)
-        if self.filters.since is not None or self.filters.until is not None:
-            created = self._blobs("metadatachunks02", "data", ids, size * 8).view("<f8").reshape(-1)
-            if self.filters.since is not None:
-                passes &= created >= self.filters.since
-            if self.filters.until is not None:
-                passes &= created < self.filters.until
+        valid = np.unpackbits(np.frombuffer(b"".join(r[2] for r in rows), np.uint8), bitorder="little")
+        passes = valid.astype(bool).reshape(len(ids), size)
+        filters = self.filters
+        if filters.project is not None or filters.session is not None or \
+                filters.since is not None or filters.until is not None:
+            # The metadata of the valid slots only, as for the bit vectors below.
+            valid_upto = _used(passes)
+            chunk, place = _ranges(valid_upto)
+            ok = passes[chunk, place]
+            for index, value in ((0, filters.project), (1, filters.session)):
+                if value is not None:
+                    ok &= self._text_equals(index, value, ids, valid_upto)
+            if filters.since is not None or filters.until is not None:
+                created = self._prefixes("metadatachunks02", "data", ids, valid_upto, 8).view("<f8").reshape(-1)
+                if filters.since is not None:
+                    ok &= created >= filters.since
+                if filters.until is not None:
+                    ok &= created < filters.until
+            passes = np.zeros_like(passes)
+            passes[chunk, place] = ok
         # Only the chunks with a slot that passes (under a selective filter many have none), and
         # in each only its slots up to the last one that passes.
-        passes = passes.reshape(len(ids), size)
         kept = np.flatnonzero(passes.any(axis=1))
         ids = [ids[i] for i in kept]
         passes = passes[kept]
-        used = size - np.argmax(passes[:, ::-1], axis=1)
-        starts = np.concatenate([[0], np.cumsum(used)])
-        slot = (np.arange(starts[-1]) - np.repeat(starts[:-1] - np.arange(len(ids)) * size, used))
-        bits = np.empty((int(starts[-1]), self.width), np.uint8)
-        flat = bits.reshape(-1)
-        for chunk_id, start, n in zip(ids, starts[:-1].tolist(), used.tolist()):
-            blob = self._blob("vector_chunks00", "vectors", chunk_id, size * self.width)
-            blob.read_into(flat, start * self.width, n * self.width)
+        used = _used(passes)
+        chunk, place = _ranges(used)
+        bits = self._prefixes("vector_chunks00", "vectors", ids, used, self.width)
+        inside = passes[chunk, place]
+        if inside.sum() * 2 < len(inside):  # a selective filter: rank only the slots that pass
+            chunk, place, bits = chunk[inside], place[inside], bits[inside]
+            inside = inside[inside]
         self.packed.append(bits)
         bits = bits.view(self.word)
         # Word by word: XOR with a scalar and popcount over a column are ~2x faster than XOR
@@ -250,23 +288,23 @@ class _Scan:
         distance = np.zeros(len(bits), np.int32)
         for column, word in enumerate(self.bits):
             distance += np.bitwise_count(bits[:, column] ^ word)
-        distance[~passes.reshape(-1)[slot]] = self.none
-        self.slot = np.concatenate([self.slot, slot + len(self.chunks) * size])
+        distance[~inside] = self.none
+        self.slot = np.concatenate([self.slot, (chunk + len(self.chunks)) * size + place])
         self.chunks = np.concatenate([self.chunks, np.array(ids, np.int64)])
         self.distance = np.concatenate([self.distance, distance])
         self.verified = np.concatenate([self.verified, np.zeros(len(distance), bool)])
         self.loaded = np.concatenate([self.loaded, np.zeros(len(ids), bool)])
 
-    def _text_equals(self, index: int, value: str, ids: list[int]) -> np.ndarray:
-        """Per slot: the TEXT metadata column `index` holds `value` (for a value longer than
-        TEXT_INLINE bytes: its length and first bytes match)."""
+    def _text_equals(self, index: int, value: str, ids: list[int], used: np.ndarray) -> np.ndarray:
+        """Per used slot (see _prefixes): the TEXT metadata column `index` holds `value` (for a
+        value longer than TEXT_INLINE bytes: its length and first bytes match)."""
         import numpy as np
 
         data = value.encode()
         slot = np.zeros(TEXT_SLOT, np.uint8)
         slot[:4] = np.frombuffer(np.array([len(data)], np.int32).tobytes(), np.uint8)  # native int
         slot[4:4 + min(len(data), TEXT_INLINE)] = np.frombuffer(data[:TEXT_INLINE], np.uint8)
-        slots = self._blobs(f"metadatachunks{index:02d}", "data", ids, self.size * TEXT_SLOT)
+        slots = self._prefixes(f"metadatachunks{index:02d}", "data", ids, used, TEXT_SLOT)
         slots = slots.view("<u8").reshape(-1, 2)
         want = slot.view("<u8")
         return (slots[:, 0] == want[0]) & (slots[:, 1] == want[1])
