@@ -26,7 +26,12 @@ before float16 storage): recall@10, size and the parts of the file (`stats(space
 after the conversion, and after VACUUM, on a copy in a temporary folder (DIR is not changed).
 `--search-only` times the searches on the files already in DIR (`--files ann`: the trained ones
 only) without building, training or adding anything (the files still take the queries' cached
-vectors and a checkpoint: use copies).
+vectors and a checkpoint: use copies). `--together` times the trained files of every size
+interleaved, query by query, so that the ratios between sizes, and between a filtered and an
+unfiltered search, are not set by which of them a burst of other work on the machine happened
+to hit (the ratios the goals name).
+
+    python bench/bench_scale.py --sizes 100000,1000000 --db DIR --together [--repeats 5]
 """
 
 from __future__ import annotations
@@ -146,30 +151,33 @@ def add_rate(path: Path, texts: list[str]) -> float:
 
 
 def sweep(mem: Memory, spec: str, query_vecs, vecs) -> list[dict]:
-    """Recall and vector-side p50 for each probe share and candidate pool in `spec`."""
+    """Recall and vector-side p50 for each probe share, candidate pool and oversampling in `spec`."""
     import numpy as np
 
-    from magray import ann, vectors
+    from magray import ann, bitscan, vectors
 
-    shares, pools = ([float(x) for x in part.split(",")] for part in spec.split(":"))
+    parts = spec.split(":")
+    shares, pools = ([float(x) for x in part.split(",")] for part in parts[:2])
+    oversamples = [int(x) for x in parts[2].split(",")] if len(parts) > 2 else [bitscan.OVERSAMPLE]
     generation = mem.load_model().generation
-    saved = ann.PROBE_SHARE, vectors.default_candidates
+    saved = ann.PROBE_SHARE, vectors.default_candidates, bitscan.OVERSAMPLE
     rows = []
     try:
-        for share in shares:
-            for pool in pools:
-                ann.PROBE_SHARE, vectors.default_candidates = share, (lambda conn, pool=int(pool): pool)
-                times = []
-                for q in query_vecs:
-                    start = time.perf_counter()
-                    search.vector_candidates(mem.connection, generation, q, Filters(), NOW, max(K * 5, 50))
-                    times.append(time.perf_counter() - start)
-                rows.append({"probe_share": share, "pool": int(pool), "recall_at_10": recall(mem, vecs, query_vecs),
-                             "vector_side_p50_ms": float(np.median(times)) * 1000})
-                print(f"    probe share {share}, pool {int(pool)}: recall {rows[-1]['recall_at_10']:.3f}, "
-                      f"vector side p50 {rows[-1]['vector_side_p50_ms']:.1f} ms", flush=True)
+        for share, pool, oversample in ((s, p, o) for s in shares for p in pools for o in oversamples):
+            ann.PROBE_SHARE, vectors.default_candidates = share, (lambda conn, pool=int(pool): pool)
+            bitscan.OVERSAMPLE = oversample
+            times = []
+            for q in query_vecs:
+                start = time.perf_counter()
+                search.vector_candidates(mem.connection, generation, q, Filters(), NOW, max(K * 5, 50))
+                times.append(time.perf_counter() - start)
+            rows.append({"probe_share": share, "pool": int(pool), "oversample": oversample,
+                         "recall_at_10": recall(mem, vecs, query_vecs),
+                         "vector_side_p50_ms": float(np.median(times)) * 1000})
+            print(f"    probe share {share}, pool {int(pool)}, oversample {oversample}: recall "
+                  f"{rows[-1]['recall_at_10']:.3f}, vector side p50 {rows[-1]['vector_side_p50_ms']:.1f} ms", flush=True)
     finally:
-        ann.PROBE_SHARE, vectors.default_candidates = saved
+        ann.PROBE_SHARE, vectors.default_candidates, bitscan.OVERSAMPLE = saved
     return rows
 
 
@@ -185,6 +193,44 @@ def measure(mem: Memory, path: Path, queries, query_vecs, vecs, repeats: int, n:
     mem.checkpoint("TRUNCATE")
     row["kb_per_memory"] = path.stat().st_size / n / 1024
     return row
+
+
+CASES = {"hybrid": ("hybrid", Filters()), "vector": ("vector", Filters()), "text": ("text", Filters()),
+         "hybrid_1pct_project": ("hybrid", Filters(project="p7")),
+         "vector_1pct_project": ("vector", Filters(project="p7"))}
+
+
+def together(folder: Path, sizes: list[int], queries: list[str], query_vecs, base, repeats: int) -> dict:
+    """The searches of every size and case interleaved, query by query (each of `repeats` rounds
+    runs every size and case once, in turn), so that a burst of other work on the machine slows
+    all of them alike and the ratios compare like with like; then each size's recall."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        mems = {}
+        for n in sizes:
+            file = folder / f"scale-{n}-ann.db"
+            if not file.exists():
+                raise SystemExit(f"{file} not found")
+            mems[n] = stack.enter_context(Memory.open(file, profile="fast", clock=lambda: NOW))
+            for q in queries:  # embeds each query once: the timed searches read the cache
+                mems[n].search(q, k=K, touch=False)
+        times: dict[tuple[int, str], list[float]] = {}
+        for q in queries:
+            runs: dict[tuple[int, str], list[float]] = {(n, c): [] for n in sizes for c in CASES}
+            for _ in range(repeats):
+                for (n, case), got in runs.items():
+                    mode, filters = CASES[case]
+                    start = time.perf_counter()
+                    mems[n].search(q, k=K, mode=mode, filters=filters, touch=False)
+                    got.append(time.perf_counter() - start)
+            for key, got in runs.items():
+                times.setdefault(key, []).append(median(got))
+        out: dict = {}
+        for n in sizes:
+            out[n] = {f"{case}_p50_ms": median(times[n, case]) * 1000 for case in CASES}
+            out[n]["vector_recall_at_10"] = recall(mems[n], mixed_vectors(base, n, seed=n), query_vecs)
+    return out
 
 
 def space_table(space: dict) -> str:
@@ -230,18 +276,22 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--search-only", action="store_true",
                         help="only time searches on the files kept in --db (no build, training or add test)")
+    parser.add_argument("--together", action="store_true",
+                        help="with --db: time the trained files of every size interleaved, query by query "
+                             "(no build, training or add test), and print the ratios between them")
     parser.add_argument("--files", default="flat,ann", help="which files: flat, ann or both (default)")
-    parser.add_argument("--sweep", metavar="SHARES:POOLS",
-                        help="also, on each file, the vector side's recall and p50 for these probe shares "
-                             "and candidate pools, e.g. 0.1,0.2:512,1024 (the lists' settings, tried)")
+    parser.add_argument("--sweep", metavar="SHARES:POOLS[:OVERSAMPLES]",
+                        help="also, on each file, the vector side's recall and p50 for these probe shares, "
+                             "candidate pools and bit-pass oversamplings (bitscan.OVERSAMPLE), e.g. "
+                             "0.1,0.2:512,1024:1,4 (the settings, tried)")
     parser.add_argument("--convert", action="store_true",
                         help="with --db: convert a copy of each trained file of an earlier run (float32 "
                              "vectors) to float16 and measure recall, size and parts before and after")
     args = parser.parse_args()
     if args.convert and args.db is None:
         parser.error("--convert needs --db DIR (the files of an earlier run)")
-    if args.search_only and args.db is None:
-        parser.error("--search-only needs --db DIR")
+    if (args.search_only or args.together) and args.db is None:
+        parser.error("--search-only and --together need --db DIR")
     sizes = [int(s) for s in args.sizes.split(",")]
     queries = QUESTIONS[:args.queries]
     print(load_note())
@@ -262,6 +312,20 @@ def main() -> None:
           f"{time.perf_counter() - start:.1f} s; {len(queries)} queries, {args.repeats} repeats, k={K}", flush=True)
     extra = corpus(lines, 2 * args.adds, seed=99)
     results: dict = {"queries": len(queries), "repeats": args.repeats, "sizes": {}}
+    if args.together:
+        results["sizes"] = found = together(folder, sizes, queries, query_vecs, base, args.repeats)
+        for n, row in found.items():
+            print(f"  {n:,}: " + ", ".join(f"{k} {v:.3f}" if "recall" in k else f"{k} {v:.2f}"
+                                          for k, v in row.items()), flush=True)
+        first, last = found[sizes[0]], found[sizes[-1]]
+        print(f"  hybrid p50 {sizes[-1]:,} / {sizes[0]:,}: x{last['hybrid_p50_ms'] / first['hybrid_p50_ms']:.2f}; "
+              f"1% project / unfiltered at {sizes[-1]:,}: hybrid "
+              f"x{last['hybrid_1pct_project_p50_ms'] / last['hybrid_p50_ms']:.2f}, vector "
+              f"x{last['vector_1pct_project_p50_ms'] / last['vector_p50_ms']:.2f}", flush=True)
+        print(load_note(after=True))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        return
     try:
         for n in sizes:
             vecs = mixed_vectors(base, n, seed=n)

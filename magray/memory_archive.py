@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import backup as backup_mod
+from . import backup as backup_mod, retention
 from . import records, transfer
 from .config import WRITE_BATCH
 from .embed import cache
@@ -45,7 +45,7 @@ class ArchiveMixin:
 
     def list_backups(self: Memory, folder: str | os.PathLike | None = None) -> list[dict[str, Any]]:
         """The backups in `folder` (default: `backups/` beside this file), newest first."""
-        return backup_mod.list_backups(Path(folder) if folder else backup_mod.default_dir(self.path))
+        return retention.list_backups(Path(folder) if folder else backup_mod.default_dir(self.path))
 
     def backup_policy(self: Memory, *, keep_last: int | None = None, keep_daily: int | None = None,
                       keep_weekly: int | None = None, every: float | None = None) -> dict[str, Any]:
@@ -55,11 +55,11 @@ class ArchiveMixin:
         changes = {k: v for k, v in (("keep_last", keep_last), ("keep_daily", keep_daily),
                                      ("keep_weekly", keep_weekly)) if v is not None}
         if every is not None:
-            backup_mod.set_every(self, every)
-        policy = backup_mod.get_policy(self._conn)
+            retention.set_every(self, every)
+        policy = retention.get_policy(self._conn)
         if changes:
-            policy = backup_mod.set_policy(self, **(policy | changes))
-        return policy | {"every_seconds": backup_mod.get_every(self._conn)}
+            policy = retention.set_policy(self, **(policy | changes))
+        return policy | {"every_seconds": retention.get_every(self._conn)}
 
     def prune_backups(self: Memory, folder: str | os.PathLike | None = None, *, keep_last: int | None = None,
                       keep_daily: int | None = None, keep_weekly: int | None = None,
@@ -67,9 +67,9 @@ class ArchiveMixin:
         """Remove the backups in `folder` (default: `backups/` beside this file) that the policy
         given, else the one stored in this file, does not keep."""
         given = {"keep_last": keep_last, "keep_daily": keep_daily, "keep_weekly": keep_weekly}
-        policy = given if any(v is not None for v in given.values()) else backup_mod.get_policy(self._conn)
+        policy = given if any(v is not None for v in given.values()) else retention.get_policy(self._conn)
         folder = Path(folder) if folder else backup_mod.default_dir(self.path)
-        return backup_mod.prune(folder, policy, dry_run=dry_run)
+        return retention.prune(folder, policy, dry_run=dry_run)
 
     def export(self: Memory, fmt: str = "jsonl", path: str | None = None, *, with_vectors: bool = False,
                per: str = "memory", stdout: Any = None, force: bool = False,

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from . import backup as backup_mod
+from . import backup as backup_mod, retention
 from . import binding as binding_mod
 from . import replication
 from .db import write_transaction
@@ -81,7 +81,7 @@ class ReplicationMixin:
     def backup_if_due(self: Memory) -> backup_mod.BackupReport | None:
         """Take a verified backup (then rotate) when the newest is older than `backup policy
         --every`; None when no schedule is set or the newest backup is recent enough."""
-        return backup_mod.scheduled(self)
+        return retention.scheduled(self)
 
     def _limit_wal(self: Memory) -> None:
         """With a replica, PASSIVE checkpoints never shrink the WAL file: SQLite cuts it back to

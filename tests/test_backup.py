@@ -18,7 +18,7 @@ import apsw
 import pytest
 
 from magray import InvalidInput, Memory, NotFound, SchemaTooNew, StoreError
-from magray import backup as backup_mod
+from magray import backup as backup_mod, retention
 from magray import records, schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -385,20 +385,20 @@ def test_prune_keeps_newest_per_day_and_week(db_path):
     times = [monday + timedelta(days=d) for d in range(14)] + [monday + timedelta(days=13, hours=-3)]
     made = _backups_at(db_path, times)
     folder = backup_mod.default_dir(db_path)
-    listed = backup_mod.list_backups(folder)
+    listed = retention.list_backups(folder)
     assert [b["file"] for b in listed][0] == made[times[13]] and all(b["verified"] for b in listed)
     policy = {"keep_last": None, "keep_daily": 3, "keep_weekly": 2}
-    dry = backup_mod.prune(folder, policy, dry_run=True)
+    dry = retention.prune(folder, policy, dry_run=True)
     assert len(dry["removed"]) == 11 and len(list(folder.glob("*.db"))) == 15
-    result = backup_mod.prune(folder, policy)
+    result = retention.prune(folder, policy)
     expected = {made[monday + timedelta(days=d)] for d in (13, 12, 11, 6)}
     assert set(result["kept"]) == expected
     assert {str(p) for p in folder.glob("*.db")} == expected
     assert len(list(folder.glob("*.json"))) == 4
-    backup_mod.prune(folder, {"keep_last": 1})
+    retention.prune(folder, {"keep_last": 1})
     assert [str(p) for p in folder.glob("*.db")] == [made[times[13]]]
     with pytest.raises(InvalidInput, match="must keep something"):
-        backup_mod.prune(folder, {"keep_last": 0, "keep_daily": 0})
+        retention.prune(folder, {"keep_last": 0, "keep_daily": 0})
 
 
 def test_prune_never_touches_files_without_a_manifest(db_path):
@@ -406,7 +406,7 @@ def test_prune_never_touches_files_without_a_manifest(db_path):
     folder = backup_mod.default_dir(db_path)
     stranger = folder / "someone-elses.db"
     stranger.write_bytes(b"x")
-    backup_mod.prune(folder, {"keep_last": 1})
+    retention.prune(folder, {"keep_last": 1})
     assert stranger.exists() and len(list(folder.glob("*.db"))) == 2
     assert not Path(min(made.items())[1]).exists()
 
@@ -423,7 +423,7 @@ def test_cli_backup_list_verify_policy_rotate(cli, tmp_path):
     assert "memories" in cli("backup", "list").stdout
     verified = cli.json("backup", "verify", out["data"]["path"])
     assert verified["data"]["sha256"] == out["data"]["sha256"]
-    assert cli.json("backup", "policy")["data"] == backup_mod.DEFAULT_POLICY | {"every_seconds": None}
+    assert cli.json("backup", "policy")["data"] == retention.DEFAULT_POLICY | {"every_seconds": None}
     assert cli.json("backup", "policy", "--keep", "1")["data"]["keep_last"] == 1
     rotated = cli.json("backup", "--rotate")
     # keep-daily 7 still applies: one per day survives, the newest of today.
@@ -587,4 +587,4 @@ def test_prune_removes_what_a_killed_backup_left(db_path, model_path):
         report = mem.prune_backups(keep_last=5)
     assert sorted(report["unfinished_removed"]) == sorted(str(p) for p in partials)
     assert not [p for p in folder.iterdir() if "partial" in p.name]
-    assert len(backup_mod.list_backups(folder)) == 1
+    assert len(retention.list_backups(folder)) == 1
