@@ -159,6 +159,8 @@ def sweep(mem: Memory, spec: str, query_vecs, vecs) -> list[dict]:
     parts = spec.split(":")
     shares, pools = ([float(x) for x in part.split(",")] for part in parts[:2])
     oversamples = [int(x) for x in parts[2].split(",")] if len(parts) > 2 else [bitscan.OVERSAMPLE]
+    if min(oversamples) < 1:
+        raise SystemExit("--sweep: an oversampling is 1 or more")
     generation = mem.load_model().generation
     saved = ann.PROBE_SHARE, vectors.default_candidates, bitscan.OVERSAMPLE
     rows = []
@@ -202,8 +204,9 @@ CASES = {"hybrid": ("hybrid", Filters()), "vector": ("vector", Filters()), "text
 
 def together(folder: Path, sizes: list[int], queries: list[str], query_vecs, base, repeats: int) -> dict:
     """The searches of every size and case interleaved, query by query (each of `repeats` rounds
-    runs every size and case once, in turn), so that a burst of other work on the machine slows
-    all of them alike and the ratios compare like with like; then each size's recall."""
+    runs every size and case once, in turn, starting one further each round), so that a burst of
+    other work on the machine slows all of them alike and the ratios compare like with like; then
+    each size's recall."""
     import contextlib
 
     with contextlib.ExitStack() as stack:
@@ -218,9 +221,12 @@ def together(folder: Path, sizes: list[int], queries: list[str], query_vecs, bas
         times: dict[tuple[int, str], list[float]] = {}
         for q in queries:
             runs: dict[tuple[int, str], list[float]] = {(n, c): [] for n in sizes for c in CASES}
-            for _ in range(repeats):
-                for (n, case), got in runs.items():
+            order = list(runs)
+            for round_ in range(repeats):
+                shift = round_ % len(order)  # no case always right after the same other one
+                for n, case in order[shift:] + order[:shift]:
                     mode, filters = CASES[case]
+                    got = runs[n, case]
                     start = time.perf_counter()
                     mems[n].search(q, k=K, mode=mode, filters=filters, touch=False)
                     got.append(time.perf_counter() - start)
@@ -292,6 +298,8 @@ def main() -> None:
         parser.error("--convert needs --db DIR (the files of an earlier run)")
     if (args.search_only or args.together) and args.db is None:
         parser.error("--search-only and --together need --db DIR")
+    if args.together and (args.sweep or args.convert or args.search_only):
+        parser.error("--together times the kept files on its own: no --sweep, --convert or --search-only")
     sizes = [int(s) for s in args.sizes.split(",")]
     queries = QUESTIONS[:args.queries]
     print(load_note())

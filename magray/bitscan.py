@@ -236,7 +236,8 @@ class _Scan:
 
         if not keys:
             return
-        sql = f'SELECT chunk_id, size, validity FROM "{self.table}_chunks" WHERE partition01 IN (SELECT value FROM json_each(?))'
+        sql = (f'SELECT chunk_id, size, validity FROM "{self.table}_chunks" '
+               'WHERE partition01 IN (SELECT value FROM json_each(?))')
         params: tuple = (json.dumps(keys),)
         if self.filters.layers:
             sql += " AND partition00 IN (SELECT value FROM json_each(?))"
@@ -326,8 +327,9 @@ class _Scan:
         return chosen[np.argpartition(-scores, pool - 1)[:pool]]
 
     def _choose(self, pool: int) -> np.ndarray:
-        """The used slots (indexes into `distance`) of the best `pool` distances among those that pass (ties at the threshold:
-        the first ones read), values too long for a slot checked in full."""
+        """The used slots (indexes into `distance`) of the best `pool` distances among those that
+        pass (ties at the threshold: the first ones read), values too long for a slot checked in
+        full."""
         import numpy as np
 
         while True:

@@ -10,6 +10,7 @@ written before hold float32 rows, which `decode` reads as well and `Memory.optim
 from __future__ import annotations
 
 import json
+import math
 import re
 import weakref
 from collections.abc import Sequence
@@ -221,12 +222,15 @@ def _metadata_clause(filters: Filters) -> tuple[str, dict]:
 
 
 def default_candidates(conn: apsw.Connection) -> int:
-    """How many bit-pass candidates a query re-ranks: CANDIDATES up to 100K vectors, growing as
-    rows^0.3 (512 at 1M). The true nearest neighbours sink among the best bit matches as the file
-    grows: the best 256 / 512 (bits ranked by the query's floats, bitscan.OVERSAMPLE) held 0.990
-    of the exact top 10 at 100K vectors, 0.923 / 0.963 at 1M (question queries, bench/RESULTS.md)."""
+    """How many bit-pass candidates a query re-ranks: CANDIDATES up to 100K vectors, doubling with
+    each tenfold growth (512 at 1M). The true nearest neighbours sink among the best bit matches as
+    the file grows: the best 256 / 512 (bits weighed by the query's floats, bitscan.OVERSAMPLE) held
+    0.990 of the exact top 10 at 100K vectors, 0.923 / 0.963 at 1M (question queries,
+    bench/RESULTS.md)."""
     rows = conn.execute("SELECT coalesce(max(id), 0) FROM chunks").fetchone()[0]
-    return int(min(MAX_CANDIDATES, max(CANDIDATES, CANDIDATES * (rows / CANDIDATES_FLAT_ROWS) ** 0.3)))
+    if rows <= CANDIDATES_FLAT_ROWS:
+        return CANDIDATES
+    return int(min(MAX_CANDIDATES, round(CANDIDATES * 2 ** math.log10(rows / CANDIDATES_FLAT_ROWS))))
 
 
 def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filters: Filters,
@@ -249,9 +253,9 @@ def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filte
     chosen = bitscan.coarse(conn, table(generation), generation, query, k, filters, pool, probe_scale)
     if chosen is not None:  # the same pass, read from sqlite-vec's tables in one go
         return _best(conn, generation, float_rows(conn, generation, chosen), query, k)
-    # sqlite-vec's queries give Hamming distances only: as many more candidates as the bit scan
-    # weighs by the query's floats are re-ranked exactly instead.
-    pool = min(pool * bitscan.OVERSAMPLE, MAX_K)
+    # sqlite-vec's queries give Hamming distances only, which need twice the pool for the recall of
+    # the weighed pass (at 1M: 1,024 by Hamming distance 0.950, 512 weighed 0.963).
+    pool = min(pool * 2, MAX_K)
 
     def scan(layer: str | None, shard: int, n: int) -> list[tuple[int, int]]:
         if layer is None:
