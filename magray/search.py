@@ -25,14 +25,14 @@ import apsw
 from . import lifecycle, records, vectors
 from .db import read_snapshot
 from .errors import InvalidInput
-from .fulltext import TextHit, TextScorer, project_size, query_words, text_candidates
+from .fulltext import ProjectSize, TextHit, TextScorer, query_words, text_candidates
 from .ranking import DEFAULT_RANKING, Ranking
 from .types import Filters, SearchHit
 
 MODES = ("hybrid", "vector", "text")
 FUSIONS = ("convex", "rrf")
 def vector_candidates(conn: apsw.Connection, generation: int, query_vec, filters: Filters,
-                      now: float, limit: int) -> list[tuple[int, float]]:
+                      now: float, limit: int, sizes: ProjectSize | None = None) -> list[tuple[int, float]]:
     """(memory id, cosine similarity of its best chunk) best first, only memories the filter admits:
     the best `limit` of them whatever the number of chunks per memory and of hidden memories."""
     if filters.tags:
@@ -50,7 +50,7 @@ def vector_candidates(conn: apsw.Connection, generation: int, query_vec, filters
     # the re-ranking; bench/RESULTS.md).
     candidates = vectors.default_candidates(conn)
     if candidates > vectors.CANDIDATES:  # a file larger than the flat pool's
-        held = project_size(conn, filters, vectors.CANDIDATES_FLAT_ROWS)
+        held = (sizes or ProjectSize(conn, filters))(vectors.CANDIDATES_FLAT_ROWS)
         if held is not None and held <= vectors.CANDIDATES_FLAT_ROWS:
             candidates = vectors.CANDIDATES
     # Twice the memories asked for, in chunks: a long memory may fill several places.
@@ -178,11 +178,12 @@ def find(conn: apsw.Connection, text: str, query_vec, generation: int | None, fi
     text_hits: list[TextHit] = []
     vector_hits: list[tuple[int, float]] = []
     with read_snapshot(conn):
+        sizes = ProjectSize(conn, filters)
         if mode in ("text", "hybrid"):
             scorer = TextScorer(conn, query_words(text), ranking)
-            text_hits = text_candidates(conn, text, filters, now, pool, ranking, scorer)
+            text_hits = text_candidates(conn, text, filters, now, pool, ranking, scorer, sizes)
         if query_vec is not None and generation is not None:
-            vector_hits = vector_candidates(conn, generation, query_vec, filters, now, pool)
+            vector_hits = vector_candidates(conn, generation, query_vec, filters, now, pool, sizes)
         if mode == "hybrid" and vector_hits:
             text_hits, vector_hits = _complete(conn, generation, query_vec, scorer, text_hits, vector_hits)
         parts = score(conn, text_hits, vector_hits, filters, now, ranking)

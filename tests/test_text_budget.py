@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from magray import Memory, fulltext, search
+from magray import Memory, fulltext, search, vectors
 from magray.types import Filters
 
 UNBOUNDED = dataclasses.replace(search.DEFAULT_RANKING, text_budget=10**9)
@@ -124,7 +124,7 @@ def test_a_filter_with_the_bound(memory):
     word's fill the rest: the same hits as without the bound. Project "d" is small enough to be
     applied before the join, "a" and "b" are not."""
     rows = memory.connection.execute("SELECT count(*) FROM memories").fetchone()[0]
-    small = [fulltext._small_scope(memory.connection, Filters(project=p), rows) for p in "abd"]
+    small = [fulltext._small_scope(fulltext.ProjectSize(memory.connection, Filters(project=p)), rows) for p in "abd"]
     assert small == [False, False, True]
     ranking = dataclasses.replace(search.DEFAULT_RANKING, text_budget=15)
     for project in ("a", "b", "d"):
@@ -133,3 +133,28 @@ def test_a_filter_with_the_bound(memory):
         assert {h.memory_id: h.bm25 for h in hits} == pytest.approx({h.memory_id: h.bm25 for h in unbounded})
         assert [h.bm25 for h in hits] == sorted((h.bm25 for h in hits), reverse=True)
         assert {memory.get(h.memory_id, touch=False).project for h in hits} == {project}
+
+
+def test_a_search_counts_its_project_once(memory, monkeypatch):
+    """Both sides of a search ask how large the filter's project is; the count is made once,
+    and again only for a larger bound than one it reached."""
+    counted = []
+    real = fulltext.project_size
+
+    def counting(conn, filters, most):
+        counted.append(most)
+        return real(conn, filters, most)
+
+    monkeypatch.setattr(fulltext, "project_size", counting)
+    sizes = fulltext.ProjectSize(memory.connection, Filters(project="c"))  # 150 memories
+    assert sizes(10) == 11 and sizes(5) == 6 and counted == [10]  # capped: more than the bound
+    assert sizes(1000) == 150 and counted == [10, 1000]  # a larger bound: counted again, exact
+    assert sizes(20_000) == 150 and sizes(3) == 150 and counted == [10, 1000]
+    assert fulltext.ProjectSize(memory.connection, Filters())(10) is None
+    # A search in a small project of a file large enough for the vector side to ask as well
+    # (and a project too large to be searched exactly).
+    monkeypatch.setattr(vectors, "default_candidates", lambda conn: vectors.CANDIDATES * 2)
+    monkeypatch.setattr(search, "EXACT_SCOPE", 2)
+    counted.clear()
+    assert memory.search("zeppelin widget", filters=Filters(project="d"), touch=False)
+    assert len(counted) == 1
