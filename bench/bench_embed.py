@@ -11,7 +11,11 @@ when ../shared/eval/locomo-dev.json is there, else generated sentences):
 Ratios are against the baseline of the same run; medians of `--repeats`; the load average is
 printed before and after (other processes on the machine skew every absolute number).
 
-    python bench/bench_embed.py [--texts 600] [--repeats 3] [--json FILE]
+    python bench/bench_embed.py [--texts 600] [--repeats 3] [--device cpu|gpu] [--json FILE]
+
+`--device gpu` (a llama-cpp-python built with a GPU backend): every variant offloads all layers,
+raw ones too, and magray's bulk embedding uses its one GPU context with GPU-sized batches; the
+baseline is still one text per call.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=600, help="texts (default 600)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (default 3)")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where every variant runs")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     texts, kind = dialogue_turns(args.texts)
@@ -59,13 +64,15 @@ def main() -> None:
     Embedder(path, device="cpu").close()  # magray's OpenMP policy is set before llama.cpp loads
     import llama_cpp
 
+    layers = -1 if args.device == "gpu" else 0
     raw = llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=512, n_threads=1, n_threads_batch=1,
-                          verbose=False)
+                          n_gpu_layers=layers, verbose=False)
     tokens = [len(raw.tokenize(t.encode())) for t in texts]
     print(load_note())
     print(f"{n} {kind}, {sum(tokens) / n:.1f} tokens on average ({min(tokens)}-{max(tokens)}), "
           f"{args.repeats} repeats, {default_bulk_contexts()} bulk contexts, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, model {path.name}", flush=True)
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, model {path.name}, "
+          f"device {args.device}", flush=True)
     rows: list[dict] = []
 
     def report(name: str, times: list[float], baseline: float | None = None, unit: str = "texts") -> float:
@@ -81,12 +88,12 @@ def main() -> None:
     base = report("baseline: raw llama-cpp, embed(text) per text, 1 thread",
                   timed(lambda: [raw.embed(t, normalize=True) for t in texts], args.repeats))
     flash = llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=512, n_batch=512, n_ubatch=512,
-                            n_threads=1, n_threads_batch=1, flash_attn=True, verbose=False)
+                            n_threads=1, n_threads_batch=1, flash_attn=True, n_gpu_layers=layers, verbose=False)
     report("raw llama-cpp, flash attention, 8 texts per call, 1 thread",
            timed(lambda: [flash.embed(texts[i:i + 8], normalize=True) for i in range(0, n, 8)], args.repeats), base)
     flash.close()
 
-    embedder = Embedder(path, device="cpu")
+    embedder = Embedder(path, device=args.device)
     embedder.embed(texts[:32])  # loads the bulk contexts
     report(f"magray Embedder.embed(all), {embedder.bulk_contexts} contexts",
            timed(lambda: embedder.embed(texts), args.repeats), base)
@@ -100,7 +107,7 @@ def main() -> None:
         times = []
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as tmp:
-                with Memory.open(Path(tmp) / "bulk.db", profile=profile, model=str(path)) as mem:
+                with Memory.open(Path(tmp) / "bulk.db", profile=profile, model=str(path), device=args.device) as mem:
                     mem.load_model()
                     start = time.perf_counter()
                     mem.add_many(items, dedup=False)
