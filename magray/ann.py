@@ -15,13 +15,14 @@ rows of the vector table are moved by magray/rebalance.py."""
 
 from __future__ import annotations
 
-import json
 import math
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import apsw
+
+from .db import get_setting, set_setting
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,7 +69,7 @@ def create(conn: apsw.Connection, generation: int) -> None:
 
 def drop(conn: apsw.Connection, generation: int) -> None:
     conn.execute(f"DROP TABLE IF EXISTS {lists_table(generation)}")
-    conn.execute("DELETE FROM settings WHERE key = ?", (setting_key(generation),))
+    set_setting(conn, setting_key(generation), None)
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,9 @@ class State:
 def state(conn: apsw.Connection, generation: int) -> State | None:
     """The lists of `generation`, or None when it was never trained. Cached per connection and
     re-read whenever another process (or this one) changed them."""
-    row = conn.execute("SELECT value FROM settings WHERE key = ?", (setting_key(generation),)).fetchone()
-    if row is None:
+    meta = get_setting(conn, setting_key(generation))
+    if meta is None:
         return None
-    meta = json.loads(row[0])
     cached = _states.get(conn, {}).get(generation)
     if cached is not None and cached.version == meta["version"]:
         return cached
@@ -125,9 +125,7 @@ def state(conn: apsw.Connection, generation: int) -> State | None:
 
 def save(conn: apsw.Connection, generation: int, value: State) -> None:
     """Inside the caller's write transaction."""
-    conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
-                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                 (setting_key(generation), json.dumps(value.to_setting())))
+    set_setting(conn, setting_key(generation), value.to_setting())
 
 
 def assign(conn: apsw.Connection, generation: int, chunk_ids: list[int], vectors: np.ndarray) -> list[int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -10,6 +9,7 @@ import apsw
 
 from . import vectors
 from .embed.prompts import Prompts, by_name
+from .db import get_setting, set_setting
 from .errors import NotFound
 
 # Settings key: the query and document prompts of each model the file knows, by sha256.
@@ -87,19 +87,6 @@ def bind(conn: apsw.Connection, model_name: str, sha256: str, dim: int, pooling:
         "generation = excluded.generation, bound_at = excluded.bound_at",
         (model_name, sha256, dim, pooling, generation, now))
     return Binding(model_name, sha256, dim, pooling, generation, now)
-
-
-def get_setting(conn: apsw.Connection, key: str, default: Any = None) -> Any:
-    row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-    return json.loads(row[0]) if row else default
-
-
-def set_setting(conn: apsw.Connection, key: str, value: Any) -> None:
-    if value is None:
-        conn.execute("DELETE FROM settings WHERE key = ?", (key,))
-    else:
-        conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
-                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, json.dumps(value)))
 
 
 def generations(conn: apsw.Connection) -> list[int]:

@@ -249,13 +249,20 @@ def _vector_findings(conn: apsw.Connection, bound: binding_mod.Binding, counts: 
         ids = _ids(conn, _vector_query(problem, table), params)
         if ids:
             found.append(_finding(problem, ids, message))
-    auxiliary = vectors.auxiliary_table(conn, bound.generation)
-    if auxiliary is not None:
-        ids = _ids(conn, query("doctor_damaged_vectors").replace("/*AUX*/", auxiliary), {"dim": dim})
-        if ids:
-            found.append(_finding("damaged_vectors", ids, "memories have stored vectors "
-                                  "of the wrong size (searches that read them fail)"))
+    ids = _damaged(conn, bound.generation, dim)
+    if ids:
+        found.append(_finding("damaged_vectors", ids, "memories have stored vectors "
+                              "of the wrong size (searches that read them fail)"))
     return found
+
+
+def _damaged(conn: apsw.Connection, generation: int, dim: int) -> list[int]:
+    """Memories with a stored vector of neither float16 nor float32 length at `dim` (read from
+    sqlite-vec's auxiliary table; none found when its shape is not the one expected)."""
+    auxiliary = vectors.auxiliary_table(conn, generation)
+    if auxiliary is None:
+        return []
+    return _ids(conn, query("doctor_damaged_vectors").replace("/*AUX*/", auxiliary), {"dim": dim})
 
 
 def _vector_query(problem: str, table: str) -> str:
@@ -294,8 +301,7 @@ def _repair(conn: apsw.Connection, findings: list[Finding], load_embedder: LoadE
                     vectors.delete_for_memory(conn, bound.generation, memory_id)
                 done["stale_vectors"] = len(stale)
             if "damaged_vectors" in problems:
-                damaged = _ids(conn, query("doctor_damaged_vectors").replace(
-                    "/*AUX*/", vectors.auxiliary_table(conn, bound.generation)), {"dim": bound.dim})
+                damaged = _damaged(conn, bound.generation, bound.dim)
                 for memory_id in damaged:
                     vectors.delete_for_memory(conn, bound.generation, memory_id)
                 done["damaged_vectors"] = len(damaged)

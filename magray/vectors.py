@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import apsw
 
 from . import ann, bitscan
-from .db import write_transaction
+from .db import get_setting, set_setting, write_transaction
 from .errors import StoreError
 
 if TYPE_CHECKING:
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 # trained yet, each chunk goes to one of SHARDS partitions (chunk_id % SHARDS) and each shard is
 # asked for its share of the candidates: the same pool for about 1/SHARDS of the cost.
 SHARDS = ann.SHARDS
-# Bit-vector candidates re-ranked exactly per query: CANDIDATES up to CANDIDATES_FLAT_ROWS vectors, then more as the file
-# grows (see default_candidates), at most MAX_CANDIDATES.
+# Bit-vector candidates re-ranked exactly per query: CANDIDATES up to CANDIDATES_FLAT_ROWS
+# vectors, then more as the file grows (see default_candidates), at most MAX_CANDIDATES.
 CANDIDATES = 256
 CANDIDATES_FLAT_ROWS = 100_000
 MAX_CANDIDATES = 2048
@@ -101,8 +101,7 @@ def create(conn: apsw.Connection, generation: int, dim: int) -> None:
     # The float vector is an auxiliary (+) column: a plain row lookup, whereas reading a vec0
     # vector column costs ~0.3 ms a row (it seeks inside a chunk blob of 1024 vectors).
     if dimension(conn, generation) is None:  # a new table holds float16 rows only
-        conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, 'true')",
-                     (_converted_key(generation),))
+        set_setting(conn, _converted_key(generation), True)
     conn.execute(
         f"CREATE VIRTUAL TABLE IF NOT EXISTS {table(generation)} USING vec0("
         "chunk_id INTEGER PRIMARY KEY, "
@@ -117,7 +116,7 @@ def create(conn: apsw.Connection, generation: int, dim: int) -> None:
 
 def drop(conn: apsw.Connection, generation: int) -> None:
     conn.execute(f"DROP TABLE IF EXISTS {table(generation)}")
-    conn.execute("DELETE FROM settings WHERE key = ?", (_converted_key(generation),))
+    set_setting(conn, _converted_key(generation), None)
     ann.drop(conn, generation)
 
 
@@ -235,9 +234,10 @@ def default_candidates(conn: apsw.Connection) -> int:
 
 def knn(conn: apsw.Connection, generation: int, query: np.ndarray, k: int, filters: Filters,
         *, candidates: int | None = None, probe_scale: int = 1) -> list[tuple[int, int, float]]:
-    """(chunk_id, memory_id, cosine similarity), best first: a coarse Hamming-distance pass over
-    the bit vectors of the nearest ANN lists (read from sqlite-vec's tables by magray/bitscan.py;
-    else by vec0 KNN queries) keeps the best max(k, candidates) chunks, then an exact cosine re-rank of their float vectors keeps the best k. Returns k
+    """(chunk_id, memory_id, cosine similarity), best first: a coarse pass over the bit vectors of
+    the nearest ANN lists (read from sqlite-vec's tables by magray/bitscan.py; else by vec0 KNN
+    queries) keeps the best max(k, candidates) chunks, then an exact cosine re-rank of their
+    float vectors keeps the best k. Returns k
     results whenever k chunks pass the filter (more lists are probed until they are found);
     k is at most MAX_K. `probe_scale`: probe that many times the usual number of lists."""
     if not 0 < k <= MAX_K:
@@ -363,8 +363,7 @@ def to_float16(conn: apsw.Connection, generation: int, budget: int | None = None
     budget = budget or CONVERT_BATCH
     key = _converted_key(generation)
     with write_transaction(conn):
-        row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-        done = json.loads(row[0]) if row else 0  # true, or the chunk id converted up to
+        done = get_setting(conn, key, 0)  # true, or the chunk id converted up to
         dim = dimension(conn, generation)
         if done is True or dim is None:
             return None
@@ -375,6 +374,5 @@ def to_float16(conn: apsw.Connection, generation: int, budget: int | None = None
             blobs = encode(decode([blob for _, blob in old], dim))
             conn.executemany(f"UPDATE {table(generation)} SET embedding = ? WHERE chunk_id = ?",
                              [(blob, chunk_id) for (chunk_id, _), blob in zip(old, blobs)])
-        conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
-                     (key, json.dumps(True if len(ids) < budget else ids[-1])))
+        set_setting(conn, key, True if len(ids) < budget else ids[-1])
     return len(old)
